@@ -1,0 +1,1 @@
+"""components package of slipway."""

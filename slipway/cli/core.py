@@ -1,0 +1,144 @@
+"""`slipway data demo`, `slipway train`, `slipway evaluate`, `slipway export`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slipway.errors import DataError
+
+data_app = typer.Typer(
+    help="Datasets: write the offline demo set, inspect a folder.", no_args_is_help=True
+)
+
+
+@data_app.command("demo")
+def data_demo(
+    out: Annotated[Path, typer.Option(help="Folder to write the ImageFolder dataset to.")],
+    per_class: Annotated[int, typer.Option(min=1, help="Images per class.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed that picks the images.")] = 0,
+    source: Annotated[
+        Path | None, typer.Option(help="Folder with Fashion-MNIST IDX files (default: Debian's).")
+    ] = None,
+) -> None:
+    """Write Fashion-MNIST as PNG files, one folder per class, fully offline."""
+    from slipway.demo import write_demo_dataset
+
+    counts = write_demo_dataset(out, per_class=per_class, seed=seed, source=source)
+    typer.echo(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out}")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    data: Annotated[str, typer.Argument(help="ImageFolder path or fsspec URI.")],
+    manifest: Annotated[
+        Path | None, typer.Option(help="Write the full manifest JSON here.")
+    ] = None,
+) -> None:
+    """Validate every image and print counts, fingerprint and rejected files."""
+    from slipway.data import scan_dataset
+
+    scan = scan_dataset(data)
+    typer.echo(
+        json.dumps(
+            {"classes": scan.classes, "fingerprint": scan.fingerprint, "counts": scan.counts()},
+            indent=2,
+        )
+    )
+    for item in scan.rejected[:20]:
+        typer.echo(f"rejected {item.path}: {item.reason}")
+    if manifest:
+        scan.save(manifest)
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DataError(f"{what} folder not found: {path}")
+
+
+def train_cmd(
+    data: Annotated[Path, typer.Option(help="ImageFolder dataset: DATA/<class>/<image>.")],
+    out: Annotated[
+        Path, typer.Option(help="Model folder to write (resumes if it has a checkpoint).")
+    ],
+    arch: Annotated[str, typer.Option(help="torchvision architecture.")] = "resnet18",
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 128,
+    lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
+    image_size: Annotated[int, typer.Option(min=8)] = 32,
+    seed: Annotated[int, typer.Option()] = 0,
+    patience: Annotated[int, typer.Option(min=1, help="Early-stop patience in epochs.")] = 3,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    weights: Annotated[Path | None, typer.Option(help="Local pretrained state-dict file.")] = None,
+) -> None:
+    """Train a classifier and write a self-describing model folder."""
+    from slipway.models import ARCHITECTURES
+
+    _require_dir(data, "dataset")
+    if arch not in ARCHITECTURES:
+        raise DataError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    from slipway.training import TrainConfig, train
+
+    config = TrainConfig(
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        image_size=image_size,
+        seed=seed,
+        patience=patience,
+        num_workers=workers,
+        weights_path=str(weights) if weights else None,
+    )
+    result = train(data, out, config)
+    last = result.history[-1]
+    typer.echo(
+        f"trained {arch} for {last.epoch} epoch(s), best epoch {result.best_epoch}, "
+        f"val accuracy {result.card.metrics['val_accuracy']:.4f}; model in {out}"
+    )
+
+
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option(help="Model folder written by `slipway train`.")],
+    data: Annotated[Path, typer.Option(help="The ImageFolder dataset.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+) -> None:
+    """Evaluate on one split; writes report.json and report.md into the model folder."""
+    _require_dir(model, "model")
+    _require_dir(data, "dataset")
+    if split not in ("train", "val", "test"):
+        raise DataError("split must be train, val or test")
+    from slipway.evaluation import REPORT_MD, evaluate
+
+    report = evaluate(model, data, split)
+    typer.echo(
+        f"{split}: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+        f"ECE {report['ece']:.4f} on {report['n']} images"
+    )
+    typer.echo(f"report: {model / REPORT_MD}")
+
+
+def export_cmd(
+    model: Annotated[Path, typer.Option(help="Model folder written by `slipway train`.")],
+    data: Annotated[Path, typer.Option(help="Dataset whose test images check parity.")],
+    images: Annotated[int, typer.Option(min=1, help="Test images for the parity check.")] = 64,
+    tolerance: Annotated[float, typer.Option(help="Max abs logit difference allowed.")] = 1e-3,
+) -> None:
+    """Export ONNX + TorchScript, check parity against eager torch, measure latency."""
+    _require_dir(model, "model")
+    _require_dir(data, "dataset")
+    from slipway.export import export_model
+    from slipway.parity import parity_inputs
+
+    info = export_model(model, parity_inputs(model, data, images), tolerance=tolerance)
+    typer.echo(json.dumps(info, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("export")(export_cmd)

@@ -1,0 +1,13 @@
+"""Errors the core raises for user mistakes, so callers can show a message instead of a trace."""
+
+
+class SlipwayError(Exception):
+    """Base class for errors caused by input or configuration, not by a bug."""
+
+
+class DataError(SlipwayError):
+    """The dataset is missing, empty or unusable."""
+
+
+class ModelError(SlipwayError):
+    """A model cannot be built or loaded (unknown architecture, bad folder, bad weights)."""

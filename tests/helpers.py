@@ -1,0 +1,25 @@
+"""Test helpers shared across test packages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def tools_required() -> bool:
+    """CI sets SLIPWAY_REQUIRE_TOOLS=1 so that a missing tool fails instead of skipping."""
+    return os.environ.get("SLIPWAY_REQUIRE_TOOLS", "") not in ("", "0", "false")
+
+
+def require_tool(name: str, available: bool | None = None) -> str:
+    """Skip (locally) or fail (in CI) when a system tool is missing; return its path."""
+    path = shutil.which(name) if available is None else (name if available else None)
+    if path:
+        return path
+    message = f"{name} is not installed; .ci/run installs it"
+    if tools_required():
+        pytest.fail(message + " (SLIPWAY_REQUIRE_TOOLS=1)")
+    pytest.skip(message)
+    raise AssertionError("unreachable")
