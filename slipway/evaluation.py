@@ -18,6 +18,7 @@ from slipway.datasets import ImageDataset
 from slipway.errors import DataError
 from slipway.metrics import classification_report
 from slipway.models import load_trained
+from slipway.reference import prediction_reference, write_reference
 from slipway.training import pick_device
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ def evaluate(
             }
         )
         card.save(model_dir)
+        if split == "test":
+            write_reference(model_dir, prediction_reference(probs, scan.classes))
     return report
 
 

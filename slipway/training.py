@@ -21,6 +21,7 @@ from slipway.datasets import ImageDataset
 from slipway.errors import DataError, ModelError
 from slipway.models import build_model
 from slipway.preprocessing import Preprocessing
+from slipway.reference import dataset_reference, write_reference
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,7 @@ def train(
         versions=library_versions(),
     )
     result.card.save(out)
+    write_reference(out, dataset_reference(scan))
     return result
 
 

@@ -88,3 +88,14 @@ def test_early_stopping_records_the_stop(demo_data: Path, tmp_path: Path) -> Non
     assert len(result.history) < 4
     again = train(demo_data, tmp_path / "m", config)
     assert again.stopped_early and len(again.history) == len(result.history)
+
+
+def test_model_folder_carries_drift_reference(trained_model: Path) -> None:
+    from slipway.reference import load_reference
+
+    ref = load_reference(trained_model)
+    card = load_card(trained_model)
+    assert ref["fingerprint"] == card.dataset.fingerprint
+    assert sum(ref["brightness"]["counts"]) == card.dataset.counts["train"]
+    assert 0.0 < ref["confidence"]["mean"] <= 1.0
+    assert sum(ref["predicted_class_frequencies"].values()) == pytest.approx(1.0)
