@@ -1,0 +1,267 @@
+"""Dynamic batching: requests on the event loop, every forward on ONE inference thread.
+
+Requests reserve queue room first (`admit`), decode off the loop, then `submit` their arrays.
+The thread takes the oldest image and gathers more of the same model until the batch is full,
+`max_wait` has passed since the oldest arrived, or nothing else is on its way: a lone request
+is never held back waiting for company. The queue is bounded: when full, a request is refused at
+once with 503 and Retry-After instead of waiting without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.inference.backends import softmax
+from services.inference.errors import InferenceError, UnavailableError
+from services.inference.metrics import Metrics
+from services.inference.model import LoadedModel, ModelSlot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """The model's answer for one image, with the version that computed it."""
+
+    logits: np.ndarray
+    probs: np.ndarray
+    model: LoadedModel
+
+
+@dataclass
+class Fault:
+    """Injected failure for alert tests and chaos drills: `error` raises, `slow` stalls."""
+
+    mode: str = "off"
+    seconds: float = 0.0
+    until: float = 0.0
+
+    def current(self) -> str:
+        if self.mode != "off" and self.until and time.time() > self.until:
+            self.mode, self.seconds, self.until = "off", 0.0, 0.0
+        return self.mode
+
+
+class _Item:
+    __slots__ = ("array", "enqueued", "future", "loop", "slot")
+
+    def __init__(self, slot: ModelSlot, array: np.ndarray, loop: asyncio.AbstractEventLoop) -> None:
+        self.slot = slot
+        self.array = array
+        self.loop = loop
+        self.future: asyncio.Future[Prediction] = loop.create_future()
+        self.enqueued = time.monotonic()
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+class InferenceWorker:
+    """The bounded queue and the single thread that runs every forward."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        max_batch: int = 16,
+        max_wait_s: float = 0.005,
+        max_queue: int = 256,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self.fault = Fault()
+        self._cv = threading.Condition()
+        self._items: deque[_Item] = deque()
+        self._calls: deque[tuple[Callable[[], Any], asyncio.Future[Any], Any]] = deque()
+        self._reserved = 0
+        self._depth: dict[str, int] = {}
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Images queued or reserved (being decoded)."""
+        return len(self._items) + self._reserved
+
+    def admit(self, slot: ModelSlot, count: int) -> None:
+        """Reserve room for `count` images or refuse now with 503 (queue full or draining)."""
+        with self._cv:
+            if self._closing:
+                self.metrics.rejected.labels(slot.name, "draining").inc()
+                raise UnavailableError("the server is shutting down", reason="draining")
+            if self.pending + count > self.max_queue:
+                self.metrics.rejected.labels(slot.name, "queue_full").inc()
+                raise UnavailableError(
+                    f"overloaded: {self.pending} images queued (limit {self.max_queue})",
+                    reason="queue_full",
+                )
+            self._reserved += count
+
+    def release(self, count: int) -> None:
+        """Give back reserved room that will not be submitted (the input was bad)."""
+        with self._cv:
+            self._reserved -= count
+            self._cv.notify()
+
+    async def submit(self, slot: ModelSlot, arrays: list[np.ndarray]) -> list[Prediction]:
+        """Queue admitted arrays and wait for their predictions, within the request timeout."""
+        loop = asyncio.get_running_loop()
+        items = [_Item(slot, array, loop) for array in arrays]
+        with self._cv:
+            self._reserved -= len(items)
+            self._items.extend(items)
+            self._depth[slot.name] = self._depth.get(slot.name, 0) + len(items)
+            self.metrics.queue_depth.labels(slot.name).set(self._depth[slot.name])
+            self._cv.notify()
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(*(i.future for i in items)), timeout=self.timeout_s
+            )
+        except TimeoutError:
+            self.metrics.rejected.labels(slot.name, "timeout").inc()
+            raise UnavailableError(
+                f"no answer within {self.timeout_s:g} s; the server is overloaded",
+                reason="timeout",
+            ) from None
+        finally:
+            for item in items:
+                if not item.future.done():
+                    item.future.cancel()
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the inference thread between batches (warm-up of a new version)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._cv:
+            self._calls.append((fn, future, loop))
+            self._cv.notify()
+        return await future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests, let the thread finish everything queued, then stop it."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # The inference thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            call = None
+            batch: list[_Item] = []
+            with self._cv:
+                while not self._items and not self._calls:
+                    if self._closing and self._reserved <= 0:
+                        return
+                    self._cv.wait(0.5 if self._closing else None)
+                if self._calls:
+                    call = self._calls.popleft()
+                else:
+                    batch = self._collect()
+            if call is not None:
+                self._run_call(*call)
+            elif batch:
+                self._process(batch)
+
+    def _collect(self) -> list[_Item]:
+        """Gather one batch of the oldest item's model; called with the lock held."""
+        first = self._items.popleft()
+        batch = [first]
+        deadline = first.enqueued + self.max_wait_s
+        while True:
+            self._take_same(first.slot, batch)
+            if len(batch) >= self.max_batch or self._reserved <= 0:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._cv.wait(remaining)
+        name = first.slot.name
+        self._depth[name] -= len(batch)
+        self.metrics.queue_depth.labels(name).set(self._depth[name])
+        return batch
+
+    def _take_same(self, slot: ModelSlot, batch: list[_Item]) -> None:
+        if not self._items:
+            return
+        keep: deque[_Item] = deque()
+        while self._items and len(batch) < self.max_batch:
+            item = self._items.popleft()
+            (batch if item.slot is slot else keep).append(item)
+        keep.extend(self._items)
+        self._items = keep
+
+    def _run_call(self, fn: Callable[[], Any], future: asyncio.Future[Any], loop: Any) -> None:
+        try:
+            result, error = fn(), None
+        except Exception as exc:
+            result, error = None, exc
+        loop.call_soon_threadsafe(_settle, [(future, result, error)])
+
+    def _process(self, batch: list[_Item]) -> None:
+        now = time.monotonic()
+        live = []
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        for item in batch:
+            if item.future.done():
+                continue
+            if now - item.enqueued > self.timeout_s:
+                self.metrics.rejected.labels(item.slot.name, "timeout").inc()
+                error = UnavailableError("timed out in the queue; overloaded", "timeout")
+                results.append((item.future, None, error))
+                continue
+            live.append(item)
+        if live:
+            results += self._forward(live)
+        if results:
+            batch[0].loop.call_soon_threadsafe(_settle, results)
+
+    def _forward(self, items: list[_Item]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
+        slot = items[0].slot
+        model = slot.current
+        try:
+            if model is None:
+                raise RuntimeError(f"model {slot.name} is not loaded")
+            mode = self.fault.current()
+            if mode == "error":
+                raise RuntimeError("injected fault")
+            if mode == "slow":
+                time.sleep(self.fault.seconds)
+            inputs = np.stack([i.array for i in items])
+            began = time.perf_counter()
+            logits = model.backend.forward(inputs)
+            self.metrics.model_duration.labels(slot.name).observe(time.perf_counter() - began)
+            self.metrics.batch_size.labels(slot.name).observe(len(items))
+            probs = softmax(logits)
+        except Exception as exc:
+            log.error("inference of %d image(s) on %s failed: %s", len(items), slot.name, exc)
+            error = InferenceError(f"inference failed: {exc}")
+            return [(i.future, None, error) for i in items]
+        return [
+            (item.future, Prediction(logits[n], probs[n], model), None)
+            for n, item in enumerate(items)
+        ]

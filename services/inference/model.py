@@ -1,0 +1,117 @@
+"""A served model: its card, runtime and version, and the slot that swaps versions atomically."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.inference.backends import Backend, load_backend
+from services.inference.source import ModelSource, Resolved
+from slipway.card import ModelCard, load_card
+from slipway.errors import ModelError
+from slipway.preprocessing import Preprocessing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """One loaded, warmed version. Immutable once serving; a reload makes a new one."""
+
+    served_name: str
+    card: ModelCard
+    backend: Backend
+    resolved: Resolved
+    folder: Path
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> str:
+        return self.resolved.version
+
+    @property
+    def transform(self) -> Preprocessing:
+        return self._transform
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    def __post_init__(self) -> None:
+        self._transform = self.card.transform
+
+    def warm(self, max_batch: int) -> None:
+        """Run forwards at batch 1 and the largest batch; refuse a model with wrong outputs."""
+        for size in sorted({1, max_batch}):
+            batch = np.zeros((size, *self._transform.input_shape), dtype=np.float32)
+            logits = self.backend.forward(batch)
+            if logits.shape != (size, len(self.classes)):
+                raise ModelError(
+                    f"model output shape {tuple(logits.shape)} does not match "
+                    f"{size} x {len(self.classes)} classes of the card"
+                )
+            if not np.isfinite(logits).all():
+                raise ModelError("model output is not finite on a zero input")
+
+    def about(self) -> dict[str, Any]:
+        """What `/v1/models` tells about this version."""
+        card = self.card
+        return {
+            "name": self.served_name,
+            "version": self.version,
+            "alias": self.resolved.alias,
+            "source": self.resolved.source,
+            "registered_name": self.resolved.registered_name or None,
+            "run_id": self.resolved.run_id or None,
+            "arch": card.arch,
+            "classes": card.classes,
+            "input_shape": list(self._transform.input_shape),
+            "preprocessing": card.preprocessing,
+            "backend": self.backend.name,
+            "metrics": card.metrics,
+            "dataset": {"fingerprint": card.dataset.fingerprint, "counts": card.dataset.counts},
+            "created_at": self.resolved.created,
+            "loaded_at": self.loaded_at,
+        }
+
+
+def load_version(
+    source: ModelSource,
+    resolved: Resolved,
+    served_name: str,
+    backend: str,
+    device: str,
+    threads: int,
+) -> LoadedModel:
+    """Fetch and open one version (blocking: call it off the event loop)."""
+    folder = source.fetch(resolved)
+    card = load_card(folder)
+    runtime = load_backend(backend, folder, device, threads)
+    log.info("loaded %s version %s (%s, %s)", served_name, resolved.version, card.arch, backend)
+    return LoadedModel(served_name, card, runtime, resolved, folder)
+
+
+class ModelSlot:
+    """A served name whose current version is swapped atomically by a reload.
+
+    Requests read `current` once and keep that object for the whole request, so a swap never
+    mixes two versions in one answer.
+    """
+
+    def __init__(self, name: str, source: ModelSource) -> None:
+        self.name = name
+        self.source = source
+        self.current: LoadedModel | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    def swap(self, model: LoadedModel) -> LoadedModel | None:
+        old, self.current = self.current, model
+        return old

@@ -1,0 +1,74 @@
+"""Run the app under uvicorn with a graceful SIGTERM.
+
+On the first SIGTERM (or Ctrl-C) the service reports not ready and keeps answering for
+DRAIN_SECONDS, so load balancers stop sending it traffic; then uvicorn stops accepting, waits
+for every accepted request, and the lifespan flushes the prediction log. A second signal forces
+the exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import uvicorn
+
+from services.inference.app import create_app
+from services.inference.service import InferenceService
+from services.inference.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first exit signal starts a drain period instead of stopping."""
+
+    def __init__(
+        self, config: uvicorn.Config, service: InferenceService, drain_seconds: float
+    ) -> None:
+        super().__init__(config)
+        self.service = service
+        self.drain_seconds = drain_seconds
+        self._draining = False
+        self._timer: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining:
+            log.warning("second signal: stopping now")
+            self.force_exit = self.force_exit or sig == signal.SIGINT
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        service = self.service
+        service.draining = True
+        for name in service.slots:
+            service.metrics.ready.labels(name).set(0)
+        log.info("signal %s: not ready; draining for %g s", sig, self.drain_seconds)
+        self._timer = threading.Timer(self.drain_seconds, super().handle_exit, (sig, frame))
+        self._timer.daemon = True
+        self._timer.start()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Serve in the foreground until a signal; blocks."""
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        timeout_keep_alive=5,
+    )
+    DrainingServer(config, app.state.service, settings.drain_seconds).run()

@@ -1,0 +1,209 @@
+"""The dataplane: served models, the batcher, the prediction log, and one predict path.
+
+The HTTP routes (v1, Open Inference Protocol v2, web page) are thin shells over
+`InferenceService`, so every protocol gets the same preprocessing, batching, metrics and log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from services.inference.batching import InferenceWorker, Prediction
+from services.inference.errors import ModelNotFoundError, UnavailableError
+from services.inference.images import Prepared, prepare_many
+from services.inference.metrics import Metrics
+from services.inference.model import LoadedModel, ModelSlot
+from services.inference.predlog import PredictionLog
+from services.inference.reload import Loader
+from services.inference.settings import Settings
+from services.inference.source import ModelSource
+from slipway.card import load_card
+from slipway.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    """Predictions for one request, all from the same model version."""
+
+    model: LoadedModel
+    inputs: list[Prepared]
+    predictions: list[Prediction]
+
+
+def served_name(settings: Settings, source: ModelSource) -> str:
+    """MODEL_NAME, else the registered model name, else the card's name."""
+    if settings.model_name:
+        return settings.model_name
+    if source.is_registry:
+        return source.registered_name
+    try:
+        return load_card(source.source).name
+    except ModelError:
+        return "model"
+
+
+class InferenceService:
+    """Everything a request needs, owned by one app."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.worker = InferenceWorker(
+            metrics,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000.0,
+            max_queue=settings.max_queue,
+            timeout_s=settings.request_timeout_s,
+        )
+        self.loader = Loader(settings, self.worker, metrics)
+        cache = settings.model_cache_dir
+        main_source = ModelSource(settings.model_source, settings.mlflow_tracking_uri, cache)
+        self.main = ModelSlot(served_name(settings, main_source), main_source)
+        self.slots: dict[str, ModelSlot] = {self.main.name: self.main}
+        if settings.staging_source:
+            source = ModelSource(settings.staging_source, settings.mlflow_tracking_uri, cache)
+            staging = ModelSlot(f"{self.main.name}-staging", source)
+            self.slots[staging.name] = staging
+        self.predlog: PredictionLog | None = None
+        if settings.prediction_log_path:
+            self.predlog = PredictionLog(
+                settings.prediction_log_path,
+                metrics,
+                max_bytes=settings.prediction_log_max_bytes,
+                backups=settings.prediction_log_backups,
+            )
+        self.draining = False
+        self._tasks: list[asyncio.Task[None]] = []
+        for slot in self.slots.values():
+            metrics.init_model(slot.name, [])
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and all(slot.ready for slot in self.slots.values())
+
+    async def start(self) -> None:
+        """Start the inference thread, the log writer and each slot's loader (in background)."""
+        self.worker.start()
+        if self.predlog:
+            self.predlog.start()
+        for slot in self.slots.values():
+            task = asyncio.create_task(self._follow(slot), name=f"follow-{slot.name}")
+            self._tasks.append(task)
+
+    async def _follow(self, slot: ModelSlot) -> None:
+        await self.loader.follow(slot, lambda: self.draining)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.ready
+
+    async def stop(self) -> None:
+        """Report not ready, finish every accepted request, flush the log."""
+        self.draining = True
+        for slot in self.slots.values():
+            self.metrics.ready.labels(slot.name).set(0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.to_thread(self.worker.close, self.settings.request_timeout_s)
+        if self.predlog:
+            await asyncio.to_thread(self.predlog.close)
+        log.info("stopped: every accepted request answered, prediction log flushed")
+
+    def slot(self, name: str | None) -> ModelSlot:
+        """The served model called `name` (default: the main one), or 404."""
+        if not name:
+            return self.main
+        slot = self.slots.get(name)
+        if slot is None:
+            known = ", ".join(sorted(self.slots))
+            raise ModelNotFoundError(f"unknown model {name!r}; served models: {known}")
+        return slot
+
+    def current(self, slot: ModelSlot) -> LoadedModel:
+        """The slot's loaded version, or 503 while it is still loading or draining."""
+        model = slot.current
+        if model is None:
+            error = self.loader.last_error.get(slot.name, "")
+            detail = f": {error}" if error else ""
+            raise UnavailableError(f"model {slot.name} is not ready yet{detail}")
+        return model
+
+    async def predict_files(
+        self, slot: ModelSlot, payloads: list[tuple[str, bytes]], route: str
+    ) -> Answer:
+        """Decode, preprocess (off the loop) and predict uploaded images."""
+        began = time.perf_counter()
+        model = self.current(slot)
+        self.worker.admit(slot, len(payloads))
+        try:
+            inputs = await run_in_threadpool(
+                prepare_many, payloads, model.transform, self.settings.max_image_pixels
+            )
+        except BaseException:
+            self.worker.release(len(payloads))
+            raise
+        return await self._run(slot, inputs, route, began)
+
+    async def predict_tensors(self, slot: ModelSlot, inputs: list[Prepared], route: str) -> Answer:
+        """Predict already preprocessed float32 (C, H, W) inputs."""
+        began = time.perf_counter()
+        self.current(slot)
+        self.worker.admit(slot, len(inputs))
+        return await self._run(slot, inputs, route, began)
+
+    async def _run(
+        self, slot: ModelSlot, inputs: list[Prepared], route: str, began: float
+    ) -> Answer:
+        gauge = self.metrics.in_flight.labels(slot.name)
+        gauge.inc()
+        try:
+            predictions = await self.worker.submit(slot, [p.array for p in inputs])
+        finally:
+            gauge.dec()
+        self._record(inputs, predictions, route, (time.perf_counter() - began) * 1000)
+        return Answer(predictions[0].model, inputs, predictions)
+
+    def _record(
+        self, inputs: list[Prepared], predictions: list[Prediction], route: str, latency_ms: float
+    ) -> None:
+        m = self.metrics
+        now = time.time()
+        for item, pred in zip(inputs, predictions, strict=True):
+            model = pred.model
+            name = model.served_name
+            top = int(np.argmax(pred.probs))
+            confidence = float(pred.probs[top])
+            top_class = model.classes[top]
+            m.confidence.labels(name).observe(confidence)
+            m.predictions.labels(name, top_class).inc()
+            m.brightness.labels(name).observe(item.brightness)
+            if self.predlog:
+                self.predlog.write(
+                    {
+                        "ts": now,
+                        "model": name,
+                        "version": model.version,
+                        "route": route,
+                        "top_class": top_class,
+                        "confidence": round(confidence, 6),
+                        "latency_ms": round(latency_ms, 3),
+                        "width": item.width,
+                        "height": item.height,
+                        "brightness": round(item.brightness, 6),
+                        "contrast": round(item.contrast, 6),
+                    }
+                )
