@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -12,6 +12,9 @@ from PIL import Image
 from slipway.data import Sample
 from slipway.preprocessing import Preprocessing
 from slipway.storage import open_root
+
+if TYPE_CHECKING:
+    from slipway.cache import PixelCache
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -61,3 +64,80 @@ class ImageDataset(torch.utils.data.Dataset):
         state = self.__dict__.copy()
         state["_fs"] = None
         return state
+
+
+class PixelBatches(torch.utils.data.Dataset):
+    """Whole batches of resized uint8 pixels per fetch, indexed by a list of positions.
+
+    One fetch per batch (not per image) keeps Python overhead per image tiny, and the pixels
+    stay uint8 until they reach the device, where `normalize_batch` does the float math: a
+    quarter of the bytes to copy and pin, and no per-image work in worker processes. Pixels
+    come from a `PixelCache` memmap when one is given, else from `images` (decoded and kept in
+    memory per process).
+    """
+
+    def __init__(
+        self, samples: list[Sample], images: ImageDataset, cache: PixelCache | None = None
+    ) -> None:
+        self.images = images
+        self.cache = cache
+        self.labels = torch.tensor([s.label for s in samples], dtype=torch.int64)
+        self.rows = cache.rows(samples) if cache is not None else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pixels uint8 (B, H, W[, C]), labels, positions) of the batch `indices`."""
+        positions = np.asarray(indices, dtype=np.int64)
+        if self.cache is not None and self.rows is not None:
+            rows = self.rows[positions]
+            order = np.argsort(rows, kind="stable")  # read the file front to back
+            pixels = np.empty((len(rows), *self.cache.shape[1:]), dtype=np.uint8)
+            pixels[order] = self.cache.array[rows[order]]
+        else:
+            pixels = np.stack([self.images.pixels(int(i)) for i in positions])
+        return torch.from_numpy(pixels), self.labels[positions], torch.from_numpy(positions)
+
+
+def normalize_batch(
+    pixels: torch.Tensor, preprocessing: Preprocessing, channels_last: bool = False
+) -> torch.Tensor:
+    """`Preprocessing.normalize` for a uint8 batch (B, H, W[, C]) on any device.
+
+    The same float32 operations in the same order (scale by 1/255, subtract mean, divide by
+    std), so the model sees bit-for-bit what serving feeds it; a test holds the two equal.
+    """
+    array = pixels.to(torch.float32) / 255.0
+    array = array.unsqueeze(1) if array.ndim == 3 else array.permute(0, 3, 1, 2)
+    shape = (1, preprocessing.channels, 1, 1)
+    mean = torch.tensor(preprocessing.mean, dtype=torch.float32, device=pixels.device)
+    std = torch.tensor(preprocessing.std, dtype=torch.float32, device=pixels.device)
+    out = (array - mean.view(shape)) / std.view(shape)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return out.contiguous(memory_format=fmt)
+
+
+def batch_loader(
+    dataset: PixelBatches,
+    batch_size: int,
+    sampler: torch.utils.data.Sampler[int] | list[int],
+    workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 4,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader that hands each worker whole batches of positions from `sampler`.
+
+    Persistent workers keep their memmap (or in-memory pixels) across epochs, and
+    `prefetch_factor` batches per worker are decoded ahead of the accelerator.
+    """
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
+    return torch.utils.data.DataLoader(
+        dataset,
+        sampler=batches,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+    )
