@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from slipway.data import DatasetScan, Sample
 from slipway.datasets import ImageDataset
+from slipway.distributed import DistContext, barrier
 from slipway.errors import DataError
 from slipway.preprocessing import Preprocessing
 
@@ -166,3 +167,27 @@ class _Decoded(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
         return index, self.source.pixels(index)
+
+
+def shared_pixel_cache(
+    cache_dir: str | os.PathLike[str],
+    scan: DatasetScan,
+    prep: Preprocessing,
+    ctx: DistContext,
+    workers: int = 0,
+) -> PixelCache:
+    """The cache for a (possibly distributed) run: the first process of each node writes it
+    while the others wait, then every process maps it. Works for node-local and shared dirs."""
+    error: Exception | None = None
+    if ctx.local_rank == 0:
+        try:
+            build_pixel_cache(cache_dir, scan, prep, workers, progress=ctx.is_main)
+        except Exception as exc:  # release the waiting ranks before failing
+            error = exc
+    barrier(ctx)
+    if error is not None:
+        raise error
+    cache = open_pixel_cache(cache_dir, scan, prep)
+    if cache is None:
+        raise DataError(f"pixel cache in {cache_dir} is not readable by rank {ctx.rank}")
+    return cache

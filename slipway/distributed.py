@@ -10,14 +10,15 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Rank 0 may decode a whole dataset into the pixel cache while the others wait in a barrier;
 # the default collective timeout (10 minutes for NCCL) is too short for that.
@@ -135,3 +136,20 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext, sync_batchnorm: bool) -
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def on_main(ctx: DistContext, fn: Callable[[], T]) -> T:
+    """`fn()` computed by rank 0 only and sent to every rank; its exception too, raised on all."""
+    if not ctx.enabled:
+        return fn()
+    box: list[Any] = [None]
+    if ctx.is_main:
+        try:
+            box[0] = (True, fn())
+        except Exception as exc:  # every rank must leave the broadcast, then all raise
+            box[0] = (False, exc)
+    dist.broadcast_object_list(box, src=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value

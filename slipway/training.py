@@ -25,8 +25,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from slipway import distributed as ddp
+from slipway.cache import shared_pixel_cache
 from slipway.card import WEIGHTS_FILE, DatasetInfo, ModelCard, library_versions
-from slipway.data import DatasetScan, Sample, normalisation_for, scan_dataset
+from slipway.checkpoint import check_resumable, restore_rng, rng_state, save_atomic
+from slipway.data import DatasetScan, normalisation_for, scan_dataset
 from slipway.datasets import ImageDataset, PixelBatches, batch_loader, normalize_batch
 from slipway.errors import DataError, ModelError, SlipwayError
 from slipway.models import build_model
@@ -36,8 +38,6 @@ from slipway.reference import dataset_reference, write_reference
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "last.pt"
-# Fields that must match for a checkpoint to be resumed rather than refused.
-_IDENTITY = ("arch", "image_size", "channels", "batch_size", "seed", "lr", "weight_decay")
 
 
 @dataclass
@@ -142,47 +142,6 @@ def _freeze_batchnorm(model: torch.nn.Module) -> None:
             module.eval()
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _check_resumable(state: dict[str, Any], config: TrainConfig, scan: DatasetScan) -> None:
-    saved = state["config"]
-    changed = [k for k in _IDENTITY if saved.get(k) != asdict(config).get(k)]
-    if state.get("fingerprint") != scan.fingerprint:
-        changed.append("dataset fingerprint")
-    if changed:
-        raise ModelError(
-            f"the checkpoint was written by a different run ({', '.join(changed)} differ); "
-            "use another output folder or delete the checkpoint to start over"
-        )
-
-
-def _pixels(
-    scan: DatasetScan, samples: list[Sample], prep: Preprocessing, cache: Any
-) -> PixelBatches:
-    return PixelBatches(samples, ImageDataset(scan.root, samples, prep), cache)
-
-
-def _open_cache(
-    config: TrainConfig, scan: DatasetScan, prep: Preprocessing, ctx: ddp.DistContext
-) -> Any:
-    """The pixel cache, written by the first process of each node while the others wait."""
-    if config.cache_dir is None:
-        return None
-    from slipway.cache import build_pixel_cache, open_pixel_cache
-
-    if ctx.local_rank == 0:
-        build_pixel_cache(config.cache_dir, scan, prep, config.num_workers, progress=ctx.is_main)
-    ddp.barrier(ctx)
-    cache = open_pixel_cache(config.cache_dir, scan, prep)
-    if cache is None:
-        raise DataError(f"pixel cache in {config.cache_dir} is not visible to rank {ctx.rank}")
-    return cache
-
-
 class _Run:
     """State of one training run in one process: model, loaders, optimizer and bookkeeping."""
 
@@ -199,9 +158,13 @@ class _Run:
         mean, std = normalisation_for(scan, channels)
         self.prep = Preprocessing(config.image_size, channels, mean, std)
         self.device = ctx.device
-        cache = _open_cache(config, scan, self.prep, ctx)
-        train_set = _pixels(scan, scan.split("train"), self.prep, cache)
-        val_set = _pixels(scan, scan.split("val"), self.prep, cache)
+        cache = None
+        if config.cache_dir is not None:
+            cache = shared_pixel_cache(config.cache_dir, scan, self.prep, ctx, config.num_workers)
+        train_set, val_set = (
+            PixelBatches(part, ImageDataset(scan.root, part, self.prep), cache)
+            for part in (scan.split("train"), scan.split("val"))
+        )
         self.n_train = len(train_set)
         per_rank = config.batch_size // ctx.world_size
         self.sampler = torch.utils.data.DistributedSampler(
@@ -234,14 +197,13 @@ class _Run:
         if not self.ckpt_path.is_file():
             return 1
         state = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
-        _check_resumable(state, self.config, self.scan)
+        check_resumable(state, asdict(self.config), self.scan.fingerprint)
         _unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         result.history = [EpochResult(**h) for h in state["history"]]
-        rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
-        _restore_rng(rng[self.ctx.rank % len(rng)])
+        restore_rng(state["rng"], self.ctx.rank)
         self.best_loss, self.bad_epochs = state["best_loss"], state["bad_epochs"]
         result.best_epoch = state["best_epoch"]
         result.resumed_from_epoch = state["epoch"]
@@ -318,11 +280,11 @@ class _Run:
 
     def save(self, epoch: int, result: TrainResult, out: Path, improved: bool, stop: bool) -> None:
         """Weights and checkpoint from rank 0 (RNG states of every rank); others wait."""
-        rng = ddp.gather_objects(self.ctx, _rng_state())
+        rng = ddp.gather_objects(self.ctx, rng_state())
         if self.ctx.is_main:
             state_dict = _unwrap(self.model).state_dict()
             if improved:
-                _save_atomic(state_dict, out / WEIGHTS_FILE)
+                save_atomic(state_dict, out / WEIGHTS_FILE)
             checkpoint = {
                 "epoch": epoch,
                 "model": state_dict,
@@ -339,7 +301,7 @@ class _Run:
                 "rng": rng,
                 "world_size": self.ctx.world_size,
             }
-            _save_atomic(checkpoint, self.ckpt_path)
+            save_atomic(checkpoint, self.ckpt_path)
         ddp.barrier(self.ctx)
 
 
@@ -377,7 +339,8 @@ def _train(
     on_epoch: Callable[[EpochResult], None] | None,
     name: str,
 ) -> TrainResult:
-    scan = data if isinstance(data, DatasetScan) else scan_dataset(data, progress=ctx.is_main)
+    # Rank 0 decodes every file once; the other ranks receive its scan.
+    scan = data if isinstance(data, DatasetScan) else ddp.on_main(ctx, lambda: scan_dataset(data))
     if not scan.split("train") or not scan.split("val"):
         raise DataError("the dataset needs images in both the train and val splits")
     if config.channels is None:
@@ -459,21 +422,6 @@ def _finish(result: TrainResult, scan: DatasetScan, run: _Run, name: str) -> Tra
         write_reference(result.model_dir, dataset_reference(scan))
     ddp.barrier(run.ctx)
     return result
-
-
-def _rng_state() -> dict[str, Any]:
-    """Global RNG states (dropout draws from them), so a resumed run repeats a fresh one."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
