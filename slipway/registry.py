@@ -1,0 +1,451 @@
+"""MLflow model registry for slipway model folders: register, aliases, promotion gate, rollback.
+
+A registered version's artifacts ARE a slipway model folder at their root, so
+`models:/<name>@production` downloads to a folder that serving loads as it is. The alias
+`staging` always names the newest candidate; `production` moves only through the promotion gate
+(or an explicit, recorded `promote` / `rollback`), so serving can trust what it points to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from slipway.card import load_card
+from slipway.data import DatasetScan
+from slipway.errors import DataError, ModelError, SlipwayError
+from slipway.lineage import split_fingerprint
+
+log = logging.getLogger(__name__)
+
+STAGING = "staging"
+PRODUCTION = "production"
+MODEL_ARTIFACT_PATH = "model"
+DEFAULT_EXPERIMENT = "slipway"
+DEFAULT_TRACKING_URI = "sqlite:///.slipway/mlflow.db"
+HISTORY_TAG = "slipway.production_history"
+LAST_ROLLBACK_TAG = "slipway.last_rollback"
+HISTORY_LIMIT = 100
+
+
+class RegistryError(SlipwayError):
+    """The registry cannot do what was asked (unknown model, no earlier version, unreachable)."""
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Make a relative `sqlite:///path` absolute and create its folder; other URIs pass through.
+
+    Pipeline steps run in other working directories (and processes), so they must all be handed
+    the same absolute database path.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri
+    path = Path(uri[len(prefix) :]).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite-backed store live next to the database, never in the cwd."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """When a candidate may replace production.
+
+    Attributes:
+        accuracy_margin: How much lower than production the candidate's test accuracy may be
+            (0.0: it must be at least as good).
+        max_p95_latency_ms: Latency SLO for the p95 of one batch-1 forward with onnxruntime.
+        min_accuracy: Floor for every candidate, and the only bar for the first model.
+        latency_key: Which export measurement the SLO applies to.
+    """
+
+    accuracy_margin: float = 0.0
+    max_p95_latency_ms: float = 50.0
+    min_accuracy: float = 0.5
+    latency_key: str = "latency_b1_p95_ms"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of the promotion gate, with a reason a person can act on."""
+
+    promote: bool
+    reason: str
+    production_version: str = ""
+    production_accuracy: float | None = None
+
+    @property
+    def label(self) -> str:
+        return "promoted" if self.promote else "rejected"
+
+
+def decide(
+    accuracy: float,
+    p95_ms: float | None,
+    policy: PromotionPolicy,
+    production_accuracy: float | None = None,
+    production_version: str = "",
+) -> Decision:
+    """The promotion rule on its own, free of MLflow, so it can be read and tested in one place."""
+    prod = dict(production_version=production_version, production_accuracy=production_accuracy)
+    if p95_ms is None:
+        return Decision(False, f"no {policy.latency_key} measurement (export the model)", **prod)
+    if p95_ms > policy.max_p95_latency_ms:
+        return Decision(
+            False,
+            f"p95 latency {p95_ms:.2f} ms exceeds the SLO of {policy.max_p95_latency_ms:g} ms",
+            **prod,
+        )
+    if accuracy < policy.min_accuracy:
+        return Decision(
+            False,
+            f"test accuracy {accuracy:.4f} is below the minimum {policy.min_accuracy:.4f}",
+            **prod,
+        )
+    if production_accuracy is None:
+        return Decision(
+            True,
+            f"first production version: test accuracy {accuracy:.4f} >= minimum "
+            f"{policy.min_accuracy:.4f}, p95 {p95_ms:.2f} ms within "
+            f"{policy.max_p95_latency_ms:g} ms",
+            **prod,
+        )
+    bar = production_accuracy - policy.accuracy_margin
+    if accuracy < bar:
+        return Decision(
+            False,
+            f"test accuracy {accuracy:.4f} is worse than production v{production_version} "
+            f"({production_accuracy:.4f}) by more than the margin {policy.accuracy_margin:g}",
+            **prod,
+        )
+    return Decision(
+        True,
+        f"test accuracy {accuracy:.4f} >= production v{production_version} "
+        f"({production_accuracy:.4f}) - margin {policy.accuracy_margin:g}; p95 {p95_ms:.2f} ms "
+        f"within {policy.max_p95_latency_ms:g} ms",
+        **prod,
+    )
+
+
+def parse_ref(ref: str) -> tuple[str, str, str]:
+    """`NAME`, `NAME@alias` or `NAME/version` -> (name, alias, version); one of the last is ""."""
+    if "@" in ref:
+        name, alias = ref.rsplit("@", 1)
+        return name, alias, ""
+    if "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        if not version.isdigit():
+            raise RegistryError(f"version must be a number in {ref!r} (NAME/VERSION)")
+        return name, "", version
+    return ref, "", ""
+
+
+class Registry:
+    """A thin layer over `MlflowClient` that knows slipway's aliases, tags and folder layout."""
+
+    def __init__(self, tracking_uri: str = "") -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.tracking_uri = absolute_tracking_uri(tracking_uri)
+        if self.tracking_uri:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri or None, self.tracking_uri or None)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def experiment_id(self, name: str = DEFAULT_EXPERIMENT) -> str:
+        """Id of experiment `name`, created on first use (artifacts beside a SQLite database)."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(
+                name, artifact_location=_artifact_location(self.tracking_uri)
+            )
+        except MlflowException:  # created concurrently by another step
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    # -- versions -----------------------------------------------------------------------------
+
+    def register(
+        self, name: str, model_dir: str | os.PathLike[str], run_id: str, tags: dict[str, Any]
+    ) -> str:
+        """Upload the model folder to `run_id` and register it as a new version of `name`.
+
+        The new version gets alias `staging`; `production` is left to the gate.
+        """
+        from mlflow.exceptions import MlflowException
+
+        load_card(model_dir)
+        self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+        version = self.client.create_model_version(
+            name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+        )
+        self.client.set_registered_model_alias(name, STAGING, version.version)
+        log.info("registered %s version %s (alias %s)", name, version.version, STAGING)
+        return str(version.version)
+
+    def alias_version(self, name: str, alias: str) -> Any | None:
+        """The version an alias points to, or None when the alias is not set."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def get(self, ref: str) -> Any:
+        """The version for `NAME@alias`, `NAME/version` or `NAME` (production, else newest)."""
+        from mlflow.exceptions import MlflowException
+
+        name, alias, version = parse_ref(ref)
+        try:
+            if version:
+                return self.client.get_model_version(name, version)
+            if alias:
+                found = self.alias_version(name, alias)
+                if found is None:
+                    raise RegistryError(f"{name} has no version with alias {alias!r}")
+                return found
+            found = self.alias_version(name, PRODUCTION)
+            if found is not None:
+                return found
+            versions = self.client.search_model_versions(f"name='{name}'")
+        except MlflowException as exc:
+            raise RegistryError(f"{ref}: {exc.message}") from exc
+        if not versions:
+            raise RegistryError(f"no registered model named {name!r}")
+        return max(versions, key=lambda v: int(v.version))
+
+    def download(self, ref: str, dst: str | os.PathLike[str]) -> Path:
+        """Download a version's model folder into `dst` and return the folder."""
+        import mlflow
+
+        version = self.get(ref)
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst)
+        )
+        return Path(path)
+
+    def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+
+    # -- production alias ---------------------------------------------------------------------
+
+    def history(self, name: str) -> list[str]:
+        """Versions that held `production`, oldest first (kept as a registered-model tag)."""
+        tags = self.client.get_registered_model(name).tags
+        return list(json.loads(tags.get(HISTORY_TAG, "[]")))
+
+    def promote(self, name: str, version: str, reason: str) -> str:
+        """Point `production` at `version`, record why, and return the previous version ("")."""
+        self.get(f"{name}/{version}")
+        previous = self.alias_version(name, PRODUCTION)
+        previous_version = str(previous.version) if previous is not None else ""
+        history = self.history(name)
+        if previous_version and (not history or history[-1] != previous_version):
+            history.append(previous_version)
+        if not history or history[-1] != str(version):
+            history.append(str(version))
+        self.client.set_registered_model_alias(name, PRODUCTION, str(version))
+        history = history[-HISTORY_LIMIT:]
+        self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        self.set_tags(
+            name,
+            str(version),
+            {
+                "promotion_decision": "promoted",
+                "promotion_reason": reason,
+                "promoted_at": _now(),
+                "previous_production_version": previous_version,
+            },
+        )
+        log.info("%s: production %s -> %s (%s)", name, previous_version or "-", version, reason)
+        return previous_version
+
+    def rollback(self, name: str, reason: str) -> tuple[str, str]:
+        """Move `production` back to the version that held it before; returns (from, to)."""
+        current = self.alias_version(name, PRODUCTION)
+        if current is None:
+            raise RegistryError(f"{name} has no production version to roll back")
+        history = self.history(name)
+        while history and history[-1] == str(current.version):
+            history.pop()
+        if not history:
+            raise RegistryError(f"{name} has no earlier production version than v{current.version}")
+        target = history[-1]
+        now = _now()
+        self.client.set_registered_model_alias(name, PRODUCTION, target)
+        self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        record = {"from": str(current.version), "to": target, "reason": reason, "at": now}
+        self.client.set_registered_model_tag(name, LAST_ROLLBACK_TAG, json.dumps(record))
+        self.set_tags(
+            name, str(current.version), {"rolled_back_at": now, "rollback_reason": reason}
+        )
+        self.set_tags(name, target, {"restored_at": now, "restore_reason": reason})
+        log.info("%s: production rolled back %s -> %s (%s)", name, current.version, target, reason)
+        return str(current.version), target
+
+    # -- the gate -----------------------------------------------------------------------------
+
+    def gate(
+        self,
+        name: str,
+        version: str,
+        model_dir: str | os.PathLike[str],
+        scan: DatasetScan,
+        policy: PromotionPolicy,
+    ) -> Decision:
+        """Compare candidate `version` with production on the same test split; promote or not.
+
+        Same split means the same test files with the same content (`split_fingerprint`). When
+        production was measured on other test data, it is re-evaluated on the candidate's test
+        split; when that is impossible (other classes, unreadable model), the candidate is
+        refused with that reason and a person decides with `slipway registry promote`.
+        """
+        from slipway.evaluation import REPORT_JSON
+
+        report = json.loads((Path(model_dir) / REPORT_JSON).read_text())
+        accuracy = float(report["accuracy"])
+        p95 = load_card(model_dir).export.get(policy.latency_key)
+        production = self.alias_version(name, PRODUCTION)
+        if production is None or str(production.version) == str(version):
+            decision = decide(accuracy, p95, policy)
+        else:
+            prod_version = str(production.version)
+            try:
+                prod_accuracy, how = self._production_accuracy(production, scan)
+            except (SlipwayError, OSError, KeyError, ValueError) as exc:
+                decision = Decision(
+                    False,
+                    f"production v{prod_version} cannot be compared on this test split ({exc}); "
+                    f"promote by hand with `slipway registry promote {name} {version}`",
+                    production_version=prod_version,
+                )
+            else:
+                decision = decide(accuracy, p95, policy, prod_accuracy, prod_version)
+                if how:
+                    decision = Decision(
+                        decision.promote, f"{decision.reason} ({how})", *_prod_fields(decision)
+                    )
+        tags = {
+            "promotion_decision": decision.label,
+            "promotion_reason": decision.reason,
+            "compared_with_production_version": decision.production_version,
+        }
+        if decision.production_accuracy is not None:
+            tags["production_test_accuracy"] = f"{decision.production_accuracy:.6f}"
+        self.set_tags(name, version, tags)
+        if decision.promote:
+            self.promote(name, version, decision.reason)
+        log.info("%s v%s %s: %s", name, version, decision.label, decision.reason)
+        return decision
+
+    def _production_accuracy(self, production: Any, scan: DatasetScan) -> tuple[float, str]:
+        """Production's accuracy on `scan`'s test split: from its tags, else re-evaluated."""
+        tags = production.tags or {}
+        wanted = split_fingerprint(scan)
+        if tags.get("test_split_fingerprint") == wanted and "metric.test_accuracy" in tags:
+            return float(tags["metric.test_accuracy"]), ""
+        from slipway.evaluation import evaluate
+
+        with tempfile.TemporaryDirectory(prefix="slipway-production-") as tmp:
+            folder = self.download(f"{production.name}/{production.version}", tmp)
+            try:
+                report = evaluate(folder, scan, "test", write=False)
+            except (DataError, ModelError) as exc:
+                raise RegistryError(str(exc)) from exc
+        return float(report["accuracy"]), "production re-evaluated on this test split"
+
+    # -- listing ------------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """One row per registered model: versions, newest version, aliases."""
+        rows = []
+        for model in self.client.search_registered_models(max_results=1000):
+            versions = self.client.search_model_versions(f"name='{model.name}'")
+            rows.append(
+                {
+                    "name": model.name,
+                    "versions": len(versions),
+                    "latest": max((int(v.version) for v in versions), default=0),
+                    "aliases": self._aliases(model.name),
+                }
+            )
+        return rows
+
+    def _aliases(self, name: str) -> dict[str, str]:
+        """alias -> version; version searches do not carry aliases, the model record does."""
+        aliases = self.client.get_registered_model(name).aliases or {}
+        return {alias: str(version) for alias, version in sorted(aliases.items())}
+
+    def describe(self, ref: str) -> dict[str, Any]:
+        """Everything recorded about one version: aliases, source, run, tags."""
+        version = self.get(ref)
+        return {
+            "name": version.name,
+            "version": str(version.version),
+            "aliases": list(version.aliases or []),
+            "source": version.source,
+            "run_id": version.run_id,
+            "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(
+                timespec="seconds"
+            ),
+            "tags": dict(version.tags or {}),
+        }
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of `name`, newest first, with its aliases and gate decision."""
+        found = self.client.search_model_versions(f"name='{name}'")
+        if not found:
+            raise RegistryError(f"no registered model named {name!r}")
+        by_version: dict[str, list[str]] = {}
+        for alias, number in self._aliases(name).items():
+            by_version.setdefault(number, []).append(alias)
+        rows = []
+        for version in sorted(found, key=lambda v: int(v.version), reverse=True):
+            tags = version.tags or {}
+            rows.append(
+                {
+                    "version": str(version.version),
+                    "aliases": by_version.get(str(version.version), []),
+                    "test_accuracy": tags.get("metric.test_accuracy", ""),
+                    "decision": tags.get("promotion_decision", ""),
+                    "reason": tags.get("promotion_reason", ""),
+                }
+            )
+        return rows
+
+
+def _prod_fields(decision: Decision) -> tuple[str, float | None]:
+    return decision.production_version, decision.production_accuracy
