@@ -12,7 +12,7 @@ DATA := $(WORK)/data/fashion-mnist
 MODEL := $(WORK)/models/demo
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format venv clean
+.PHONY: run test lint format venv clean tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ run: $(VENV)/.installed-run
 	echo "dataset:      $(DATA)" && \
 	echo "took $$(( $$(date +%s) - start )) s"
 
-## test: install the dev extra and run the whole suite
-test: $(VENV)/.installed-dev
+## tools: helm, kubectl and checkov for the chart and cluster tests, into tools/ (idempotent)
+tools:
+	PYTHON=$(PYTHON) scripts/install-tools.sh
+
+## test: install the dev extra and the tools, and run the whole suite
+test: $(VENV)/.installed-dev tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

@@ -1,0 +1,20 @@
+{{/*
+Checks across values that a JSON schema cannot express. Included by the Deployment so that an
+invalid combination fails `helm install` / `helm template` with a clear message.
+*/}}
+{{- define "inference.validate" -}}
+{{- $pause := float64 .Values.preStopSleepSeconds }}
+{{- $drain := float64 .Values.server.drainSeconds }}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) (addf $pause $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds (%v) + server.drainSeconds (%v)" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds .Values.server.drainSeconds) }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (not .Values.keda.enabled) (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) }}
+{{- fail "keda.minReplicaCount must not exceed keda.maxReplicaCount" }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (not .Values.keda.enabled) (not .Values.autoscaling.customMetric.enabled) (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage) }}
+{{- fail "autoscaling needs a metric: set autoscaling.targetCPUUtilizationPercentage or autoscaling.customMetric.enabled" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,63 @@
+"""Every ci/ scenario lints, renders and validates with the real tools, for the oldest and the
+newest Kubernetes version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.charts.render import CHART, KUBE_VERSIONS, SCENARIOS, helm, scenario_values
+from tests.charts.validate import crd_errors, crd_schema_path, kubernetes_validate
+
+EXPECTED_SCENARIOS = {"defaults", "gpu", "keda", "full-monitoring", "pvc-model", "drift"}
+
+
+def test_every_install_scenario_has_a_values_file() -> None:
+    assert set(SCENARIOS) >= EXPECTED_SCENARIOS
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_strict(scenario: str) -> None:
+    result = helm("lint", "--strict", str(CHART), "--values", str(scenario_values(scenario)))
+    assert "0 chart(s) failed" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_objects_valid_for_kubernetes(
+    scenario: str, kube_version: str, render_scenario, tmp_path: Path
+) -> None:
+    rendered = render_scenario(scenario, kube_version)
+    assert rendered.of_kind("Deployment"), "no Deployment rendered"
+    custom = [doc for doc in rendered.docs if crd_schema_path(doc) is not None]
+    core = [doc for doc in rendered.docs if crd_schema_path(doc) is None]
+    output = kubernetes_validate(core, kube_version, tmp_path)
+    short = kube_version.rsplit(".", 1)[0]
+    for doc in core:
+        name = f"{doc['kind'].lower()}/{doc['metadata']['name']}"
+        assert f"passed for resource {name} against version {short}" in output, output
+    errors = [error for doc in custom for error in crd_errors(doc)]
+    assert not errors, "\n".join(errors)
+
+
+def test_chart_refuses_kubernetes_older_than_supported() -> None:
+    from tests.charts.render import template
+
+    result = template(kube_version="1.26.0", check=False)
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr or "incompatible" in result.stderr
+
+
+@pytest.mark.parametrize("scenario", ["defaults", "drift"])
+def test_install_notes_explain_how_to_call_the_service(scenario: str) -> None:
+    result = helm(
+        "install", "slipway", str(CHART), "--dry-run=client", "--namespace", "ml-serving",
+        "--values", str(scenario_values(scenario)),
+    )  # fmt: skip
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "port-forward service/slipway-inference 8080:80" in notes
+    assert "curl -s http://127.0.0.1:8080/readyz" in notes
+    assert "/v1/predict" in notes
+    assert "helm test slipway -n ml-serving" in notes
+    assert ("service/slipway-inference-drift" in notes) == (scenario == "drift")
