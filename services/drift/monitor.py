@@ -1,0 +1,221 @@
+"""The drift monitor: a sliding window over the prediction log, judged against the reference.
+
+Per feature it reports one score (PSI) and a decision:
+- brightness, contrast: drift if PSI > psi_threshold or the KS p-value < ks_pvalue;
+- predicted_class: drift if the PSI of the predicted-class mix > psi_threshold;
+- confidence: drift if PSI > psi_threshold or the mean confidence fell by more than
+  confidence_drop below the reference's (a rise in confidence alone is no alarm).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.drift import stats
+from services.drift.logreader import Position, RotatingLogReader
+from services.drift.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("brightness", "contrast", "predicted_class", "confidence")
+NUMERIC = ("brightness", "contrast", "confidence")
+KS_FEATURES = ("brightness", "contrast")
+
+
+@dataclass
+class FeatureResult:
+    """One feature's verdict; `score` is the PSI, `pvalue` the KS p-value where tested."""
+
+    score: float = math.nan
+    threshold: float = math.nan
+    detected: bool = False
+    pvalue: float | None = None
+    reference_mean: float | None = None
+    current_mean: float | None = None
+
+
+@dataclass
+class Evaluation:
+    """The outcome of one evaluation of the window."""
+
+    timestamp: float
+    window_size: int
+    min_records: int
+    features: dict[str, FeatureResult] = field(default_factory=dict)
+
+    @property
+    def judged(self) -> bool:
+        """Whether the window held enough records to judge drift at all."""
+        return self.window_size >= self.min_records
+
+    @property
+    def drift(self) -> bool:
+        return any(result.detected for result in self.features.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(value: Any) -> Any:
+            return None if isinstance(value, float) and not math.isfinite(value) else value
+
+        return {
+            "timestamp": self.timestamp,
+            "window_size": self.window_size,
+            "min_records": self.min_records,
+            "judged": self.judged,
+            "drift_detected": self.drift,
+            "features": {
+                name: {key: clean(value) for key, value in asdict(result).items()}
+                for name, result in self.features.items()
+            },
+        }
+
+
+def parse_record(line: str, classes: list[str]) -> tuple[float, float, str, float] | None:
+    """(brightness, contrast, predicted class, confidence) of one log line, or None."""
+    try:
+        record = json.loads(line)
+        top = record["top_class"]
+        if isinstance(top, int) and 0 <= top < len(classes):
+            top = classes[top]
+        values = (
+            float(record["brightness"]),
+            float(record["contrast"]),
+            str(top),
+            float(record["confidence"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not all(math.isfinite(v) for v in (values[0], values[1], values[3])):
+        return None
+    return values
+
+
+class DriftMonitor:
+    """Reads new prediction-log records into the window and evaluates it on demand."""
+
+    def __init__(self, reference: dict[str, Any], settings: Settings) -> None:
+        self.reference = reference
+        self.settings = settings
+        self.classes = list(reference.get("classes") or reference["predicted_class_frequencies"])
+        self.window: deque[tuple[float, float, str, float]] = deque(maxlen=settings.window)
+        self.reader = RotatingLogReader(settings.prediction_log_path)
+        self.records_read = 0
+        self.invalid = 0
+        self.last: Evaluation | None = None
+        self._load_state()
+
+    def reference_values(self, feature: str) -> np.ndarray:
+        """Raw reference sample of a numeric feature (empty if the reference kept none)."""
+        return np.asarray(self.reference[feature].get("values", []), dtype=np.float64)
+
+    def reference_size(self, feature: str) -> float:
+        """How many samples the reference statistics of a feature were computed on."""
+        counts = self.reference.get(feature, {}).get("counts") or []
+        return float(sum(counts)) or float(self.reference.get("n", 1000))
+
+    def current_values(self, feature: str) -> np.ndarray:
+        column = {"brightness": 0, "contrast": 1, "confidence": 3}[feature]
+        return np.array([record[column] for record in self.window], dtype=np.float64)
+
+    def current_classes(self) -> list[str]:
+        return [record[2] for record in self.window]
+
+    def poll(self) -> int:
+        """Read what the service logged since the last poll; returns the number of records."""
+        added = 0
+        for line in self.reader.read_new():
+            record = parse_record(line, self.classes)
+            if record is None:
+                self.invalid += 1
+                continue
+            self.window.append(record)
+            added += 1
+        self.records_read += added
+        return added
+
+    def evaluate(self, now: float | None = None) -> Evaluation:
+        """Judge the current window against the reference."""
+        s = self.settings
+        result = Evaluation(time.time() if now is None else now, len(self.window), s.min_records)
+        for feature in FEATURES:
+            result.features[feature] = FeatureResult(threshold=s.psi_threshold)
+        if result.judged:
+            for feature in NUMERIC:
+                result.features[feature] = self._numeric(feature)
+            score = stats.categorical_psi(
+                self.reference["predicted_class_frequencies"],
+                self.current_classes(),
+                self.reference_size("confidence"),
+            )
+            result.features["predicted_class"] = FeatureResult(
+                score=score, threshold=s.psi_threshold, detected=score > s.psi_threshold
+            )
+        self.last = result
+        return result
+
+    def _numeric(self, feature: str) -> FeatureResult:
+        s = self.settings
+        reference = self.reference_values(feature)
+        current = self.current_values(feature)
+        stored = self.reference[feature]
+        if len(reference):
+            score = stats.continuous_psi(reference, current)
+        else:
+            score = stats.histogram_psi(stored["edges"], stored["counts"], current)
+        ref_mean = float(stored.get("mean", reference.mean() if len(reference) else math.nan))
+        cur_mean = float(current.mean())
+        out = FeatureResult(
+            score, s.psi_threshold, score > s.psi_threshold, None, ref_mean, cur_mean
+        )
+        if feature in KS_FEATURES and len(reference):
+            out.pvalue = stats.ks_pvalue(reference, current)
+            out.detected = out.detected or out.pvalue < s.ks_pvalue
+        if feature == "confidence":
+            out.detected = out.detected or (ref_mean - cur_mean) > s.confidence_drop
+        return out
+
+    def run_once(self) -> Evaluation:
+        """Poll, evaluate and checkpoint: one cycle of the service's loop."""
+        self.poll()
+        evaluation = self.evaluate()
+        self.save_state()
+        return evaluation
+
+    def save_state(self) -> None:
+        """Write offsets and the window atomically, so a restart resumes where this stopped."""
+        path = self.settings.state_path
+        if path is None:
+            return
+        state = {
+            "position": self.reader.position.to_dict() if self.reader.position else None,
+            "records_read": self.records_read,
+            "window": list(self.window),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
+
+    def _load_state(self) -> None:
+        path: Path | None = self.settings.state_path
+        if path is None or not path.is_file():
+            return
+        try:
+            state = json.loads(path.read_text())
+            position = state.get("position")
+            self.reader.position = Position.from_dict(position) if position else None
+            self.records_read = int(state.get("records_read", 0))
+            self.window.extend(tuple(record) for record in state.get("window", []))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable state file %s: %s", path, exc)
+            return
+        log.info("resumed from %s: %d record(s) in the window", path, len(self.window))

@@ -1,0 +1,156 @@
+"""A self-contained HTML drift report: reference vs current histograms as inline SVG.
+
+No JavaScript, no CDN, no plotting library: the page opens offline and the serving image needs
+nothing beyond NumPy to draw it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.drift.monitor import NUMERIC, DriftMonitor, Evaluation
+
+WIDTH, HEIGHT = 560, 260
+LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 56
+REFERENCE_COLOR, CURRENT_COLOR = "#3b6ea5", "#e07b39"
+
+
+def _bars_svg(
+    title: str,
+    labels: Sequence[str],
+    reference: np.ndarray,
+    current: np.ndarray,
+    tick_every: int = 1,
+) -> str:
+    """Grouped bars of two distributions (shares that each sum to 1)."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    top = max(float(np.max(reference, initial=0)), float(np.max(current, initial=0)), 1e-9)
+    top = math.ceil(top * 10) / 10 if top > 0.1 else top * 1.1
+    slot = plot_w / max(len(labels), 1)
+    bar = slot * 0.4
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="14" '
+        f'font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for i in range(5):
+        value = top * i / 4
+        y = TOP + plot_h - plot_h * i / 4
+        parts.append(
+            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+        )
+        parts.append(
+            f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" '
+            f'font-size="10">{value:.2f}</text>'
+        )
+    for i, label in enumerate(labels):
+        x = LEFT + i * slot + slot * 0.1
+        for offset, share, color in (
+            (0, reference[i], REFERENCE_COLOR),
+            (bar, current[i], CURRENT_COLOR),
+        ):
+            h = plot_h * float(share) / top
+            parts.append(
+                f'<rect x="{x + offset:.1f}" y="{TOP + plot_h - h:.1f}" '
+                f'width="{bar:.1f}" height="{h:.1f}" fill="{color}"/>'
+            )
+        if i % tick_every == 0:
+            tx, ty = LEFT + i * slot + slot / 2, TOP + plot_h + 12
+            parts.append(
+                f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="9" text-anchor="end" '
+                f'transform="rotate(-30 {tx:.1f} {ty:.1f})">{html.escape(label)}</text>'
+            )
+    parts.append(
+        f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{TOP + plot_h}" '
+        f'y2="{TOP + plot_h}" stroke="#333"/>'
+    )
+    legend_y = HEIGHT - 8
+    for k, (name, color) in enumerate((("reference", REFERENCE_COLOR), ("current", CURRENT_COLOR))):
+        lx = LEFT + k * 110
+        parts.append(f'<rect x="{lx}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>')
+        parts.append(f'<text x="{lx + 14}" y="{legend_y}" font-size="11">{name}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    return counts / max(float(counts.sum()), 1.0)
+
+
+def feature_svg(monitor: DriftMonitor, feature: str) -> str:
+    """Histogram of one feature, reference vs current window."""
+    if feature in NUMERIC:
+        stored = monitor.reference[feature]
+        edges = np.asarray(stored["edges"], dtype=np.float64)
+        reference = _shares(np.asarray(stored["counts"], dtype=np.float64))
+        current_counts, _ = np.histogram(
+            np.clip(monitor.current_values(feature), edges[0], edges[-1]), bins=edges
+        )
+        current = _shares(current_counts.astype(np.float64))
+        labels = [f"{edge:.2f}" for edge in edges[:-1]]
+        return _bars_svg(feature, labels, reference, current, tick_every=2)
+    frequencies = monitor.reference["predicted_class_frequencies"]
+    names = list(frequencies)
+    reference = np.array([frequencies[n] for n in names], dtype=np.float64)
+    seen = monitor.current_classes()
+    current = _shares(np.array([seen.count(n) for n in names], dtype=np.float64))
+    return _bars_svg("predicted class", names, _shares(reference), current)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+
+
+def render_report(monitor: DriftMonitor, evaluation: Evaluation, source: str = "") -> str:
+    """The whole page as one HTML string."""
+    rows = []
+    for name, result in evaluation.features.items():
+        state = "DRIFT" if result.detected else "ok"
+        color = "#b00020" if result.detected else "#2e7d32"
+        rows.append(
+            f"<tr><td>{name}</td><td>{_fmt(result.score)}</td><td>{_fmt(result.pvalue)}</td>"
+            f"<td>{_fmt(result.threshold)}</td><td>{_fmt(result.reference_mean)}</td>"
+            f"<td>{_fmt(result.current_mean)}</td>"
+            f'<td style="color:{color};font-weight:bold">{state}</td></tr>'
+        )
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(evaluation.timestamp))
+    verdict = (
+        "not enough records yet"
+        if not evaluation.judged
+        else ("drift detected" if evaluation.drift else "no drift")
+    )
+    plots = "".join(
+        f"<figure>{feature_svg(monitor, feature)}</figure>"
+        for feature in ("brightness", "contrast", "confidence", "predicted_class")
+    )
+    s = monitor.settings
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>slipway drift report</title>
+<style>
+body {{ font-family: sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; margin: 12px 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+figure {{ display: inline-block; margin: 8px; border: 1px solid #eee; }}
+</style></head><body>
+<h1>Drift report: {html.escape(verdict)}</h1>
+<p>Reference: {html.escape(source or s.reference)}<br>
+Prediction log: {html.escape(str(s.prediction_log_path))}<br>
+Window: {evaluation.window_size} record(s) (at most {s.window}, judged from {s.min_records});
+evaluated {when}.<br>
+Thresholds: PSI &gt; {s.psi_threshold}, KS p-value &lt; {s.ks_pvalue},
+mean confidence drop &gt; {s.confidence_drop}.</p>
+<table><tr><th>feature</th><th>PSI</th><th>KS p-value</th><th>PSI threshold</th>
+<th>reference mean</th><th>current mean</th><th>state</th></tr>
+{"".join(rows)}</table>
+{plots}
+</body></html>
+"""

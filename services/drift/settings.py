@@ -1,0 +1,36 @@
+"""Settings of the drift monitor, read once from `SLIPWAY_DRIFT_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the drift monitor can be told; the Helm chart sets these as env vars."""
+
+    model_config = SettingsConfigDict(env_prefix="SLIPWAY_DRIFT_", extra="ignore")
+
+    prediction_log_path: Path = Field(
+        Path("predictions.jsonl"), description="The inference service's JSONL prediction log."
+    )
+    reference: str = Field(
+        "", description="reference.json, a model folder, or models:/<name>@<alias> in MLflow."
+    )
+    mlflow_tracking_uri: str = Field("", description="Tracking URI for models:/ references.")
+    window: int = Field(1000, ge=1, description="Sliding window of the newest records.")
+    min_records: int = Field(100, ge=1, description="Records needed before drift is judged.")
+    interval_s: float = Field(30.0, gt=0, description="Seconds between evaluations.")
+    psi_threshold: float = Field(0.2, gt=0, description="PSI above this is drift.")
+    ks_pvalue: float = Field(0.01, gt=0, lt=1, description="KS p-value below this is drift.")
+    confidence_drop: float = Field(
+        0.1, gt=0, lt=1, description="Mean confidence this far below the reference is drift."
+    )
+    state_path: Path | None = Field(
+        None, description="Checkpoint of read offsets and the window, to resume after restarts."
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8081, ge=0, le=65535, description="Port to listen on.")
+    log_level: str = Field("INFO", description="Python logging level.")
