@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from slipway.cli import core
+from slipway.cli import core, drift, loadtest
 from slipway.errors import SlipwayError
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ app = typer.Typer(
     add_completion=False,
 )
 core.register(app)
+drift.register(app)
+loadtest.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,141 @@
+"""The load generator against real HTTP servers: a scripted one, and the inference service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from slipway.errors import SlipwayError
+from slipway.loadtest import (
+    LoadReport,
+    endpoint,
+    free_port,
+    load_images,
+    measure_model,
+    measure_service,
+    run_load,
+)
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Request n answers 503 when n % 5 == 0, else 400 when n % 7 == 0, else 200 after 5 ms."""
+
+    count = 0
+    lock = threading.Lock()
+    bodies_without_file = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with Scripted.lock:
+            Scripted.count += 1
+            n = Scripted.count
+            if b'name="files"' not in body or "top_k=1" not in self.path:
+                Scripted.bodies_without_file += 1
+        code = 503 if n % 5 == 0 else 400 if n % 7 == 0 else 200
+        if code == 200:
+            time.sleep(0.005)
+        self.send_response(code)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def scripted() -> Iterator[str]:
+    Scripted.count = 0
+    Scripted.bodies_without_file = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def images(demo_data: Path) -> list[Path]:
+    return sorted(demo_data.rglob("*.png"))[:12]
+
+
+def test_counts_errors_by_status_and_latency_of_successes(scripted: str, images: list) -> None:
+    payloads = load_images(images)
+    report = asyncio.run(run_load(scripted + "/v1/predict", payloads, 4, 60.0, max_requests=70))
+    assert Scripted.count == 70 and Scripted.bodies_without_file == 0
+    assert (report.requests, report.ok) == (70, 48)
+    assert report.errors == {"503": 14, "400": 8}
+    assert report.p50_ms >= 5.0 and report.p50_ms <= report.p95_ms <= report.p99_ms
+    assert report.error_rate == pytest.approx(22 / 70)
+    assert report.rps > 0
+    assert not report.meets_slo(p95_ms=10_000)  # the error rate alone misses the objective
+
+
+def test_unreachable_service_counts_transport_errors(images: list) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1/predict"
+    report = asyncio.run(run_load(url, load_images(images), 2, 60.0, max_requests=6))
+    assert report.ok == 0
+    assert report.errors == {"ConnectError": 6}
+    assert not report.meets_slo(p95_ms=10_000)
+
+
+def test_inputs_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(SlipwayError, match="image folder not found"):
+        load_images(tmp_path / "none")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SlipwayError, match="no images"):
+        load_images(tmp_path / "empty")
+    assert endpoint("http://h:1") == "http://h:1/v1/predict"
+    assert endpoint("http://h:1/v2/x") == "http://h:1/v2/x"
+
+
+def test_report_meets_slo_only_within_latency_and_errors() -> None:
+    report = LoadReport("u", 1, 1.0, requests=100, ok=100, p95_ms=40.0)
+    assert report.meets_slo(p95_ms=50) and not report.meets_slo(p95_ms=30)
+    report.ok = 97
+    assert not report.meets_slo(p95_ms=50, max_error_rate=0.01)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from slipway.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_prints_the_report_and_gates_on_the_slo(
+    scripted: str, demo_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "load.json"
+    args = ["loadtest", "--url", scripted, "--images", str(demo_data), "--max-requests", "20"]
+    result = _cli(*args, "--concurrency", "2", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "req/s" in result.stdout and "p95" in result.stdout
+    saved = json.loads(out.read_text())
+    assert saved["requests"] == 20 and set(saved["errors"]) <= {"400", "503"}
+    assert _cli(*args, "--slo-p95-ms", "0.001").returncode == 1
+    both = _cli("loadtest", "--url", scripted, "--model", "m", "--images", str(demo_data))
+    assert both.returncode == 2 and "exactly one of --url and --model" in both.stderr
+
+
+@pytest.mark.slow
+def test_measure_model_serves_a_real_model_and_stops_it(
+    trained_model: Path, demo_data: Path
+) -> None:
+    report = measure_model(trained_model, demo_data, concurrency=2, duration_s=30, max_requests=40)
+    assert report.requests == 40 and report.ok == 40, report.summary()
+    assert report.meets_slo(p95_ms=60_000)
+    after = measure_service(report.url, demo_data, 1, 5, max_requests=1, warmup_requests=0)
+    assert after.errors == {"ConnectError": 1}, "the service must be stopped afterwards"
