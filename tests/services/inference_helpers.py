@@ -1,0 +1,130 @@
+"""Helpers for inference-service tests: ready apps, uvicorn subprocesses, an MLflow registry."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from services.inference import Settings, create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_for(model: Path | str, **overrides: Any) -> Settings:
+    """Settings for tests: no reload polling unless asked, nothing outside tmp paths."""
+    values: dict[str, Any] = {"model_source": str(model), "reload_interval_s": 0, "threads": 1}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"app not ready after {timeout} s: {client.get('/readyz').json()}")
+
+
+@contextlib.contextmanager
+def ready_client(settings: Settings, **client_kwargs: Any) -> Iterator[TestClient]:
+    """A TestClient over a real app (lifespan run) whose models are loaded."""
+    app = create_app(settings)
+    with TestClient(app, **client_kwargs) as client:
+        wait_ready(client)
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m services.inference` (or another command) on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            **env,
+            "SLIPWAY_HOST": "127.0.0.1",
+            "SLIPWAY_PORT": str(self.port),
+        }
+        full_env["PYTHONPATH"] = str(ROOT)
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            command or [sys.executable, "-m", "services.inference"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def register_version(tracking_uri: str, name: str, model_dir: Path, alias: str) -> str:
+    """Log a model folder as run artifacts, register it, point `alias` at it; the version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    with contextlib.suppress(Exception):
+        client.create_registered_model(name)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    version = client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
+    client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`, from exposition text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

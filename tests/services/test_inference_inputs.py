@@ -1,0 +1,225 @@
+"""Bad input is a 4xx JSON error with a message, never a 500; good input is served without skew."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from slipway.card import load_card
+from slipway.export import onnx_session
+from tests.services.inference_helpers import ROOT, metric_value, ready_client, settings_for
+
+LIMIT = 200_000
+MAX_PIXELS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def client(trained_model: Path) -> Iterator[TestClient]:
+    settings = settings_for(trained_model, max_upload_bytes=LIMIT, max_image_pixels=MAX_PIXELS)
+    with ready_client(settings) as c:
+        yield c
+
+
+def _png(size: tuple[int, int], mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _bomb() -> bytes:
+    """A PNG of a few hundred bytes whose header claims 30000 x 30000 pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * 30_001 * 8, 9)
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+BAD_FILES = {
+    "zero bytes": (b"", "image/png", 400, "empty"),
+    "not an image": (b"hello, this is text", "image/png", 415, "not a decodable image"),
+    "truncated": (None, "image/png", 400, "truncated"),
+    "too many pixels": (_png((1_500, 1_000)), "image/png", 413, "pixels"),
+    "decompression bomb": (_bomb(), "image/png", 413, "pixels"),
+    "wrong part type": (None, "text/plain", 415, "not an image"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_uploads_are_4xx_with_a_message(client: TestClient, png_bytes: bytes, case: str):
+    payload, content_type, status, words = BAD_FILES[case]
+    if payload is None:
+        payload = png_bytes[: len(png_bytes) // 2] if case == "truncated" else png_bytes
+    response = client.post("/v1/predict", files=[("files", ("x.png", payload, content_type))])
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+
+
+def test_request_level_mistakes(client: TestClient, png_bytes: bytes) -> None:
+    too_big = client.post("/v1/predict", files=[("files", ("big.png", b"\0" * (LIMIT + 1)))])
+    assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
+    as_json = client.post("/v1/predict", json={"files": []})
+    assert as_json.status_code == 415 and "multipart" in as_json.json()["error"]
+    no_files = client.post("/v1/predict", files=[("other", ("a.png", png_bytes, "image/png"))])
+    assert no_files.status_code == 422 and "files" in no_files.json()["error"]
+    files = [("files", ("a.png", png_bytes, "image/png"))]
+    bad_k = client.post("/v1/predict", params={"top_k": 0}, files=files)
+    assert bad_k.status_code == 422 and "top_k" in bad_k.json()["error"]
+    unknown = client.post("/v1/predict", params={"model": "nope"}, files=files)
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
+    assert client.get("/v2/models/nope").status_code == 404
+    assert client.get("/no/such/path").json() == {"error": "Not Found"}
+
+
+def test_streamed_upload_over_the_limit_is_413(client: TestClient, png_bytes: bytes) -> None:
+    """Without Content-Length (chunked) the size is checked while the body streams in."""
+
+    def chunks() -> Iterator[bytes]:
+        boundary = b"--xyz\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="files"; filename="a.png"\r\n'
+        yield b"Content-Type: image/png\r\n\r\n"
+        for _ in range(LIMIT // 10_000 + 2):
+            yield b"\0" * 10_000
+        yield b"\r\n--xyz--\r\n"
+
+    response = client.post(
+        "/v1/predict",
+        content=chunks(),
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+def _infer(client: TestClient, inputs: list[dict], **extra) -> tuple[int, str]:
+    name = client.get("/v1/models").json()["default"]
+    response = client.post(f"/v2/models/{name}/infer", json={"inputs": inputs, **extra})
+    return response.status_code, response.json().get("error", "")
+
+
+def test_v2_bad_requests(client: TestClient, trained_model: Path) -> None:
+    c, h, w = load_card(trained_model).transform.input_shape
+    good = {"name": "input", "shape": [1, c, h, w], "datatype": "FP32", "data": [0.0] * (c * h * w)}
+    cases = [
+        ([{**good, "datatype": "INT64"}], "FP32"),
+        ([{**good, "shape": [1, c, h + 1, w]}], "shape"),
+        ([{**good, "data": [0.0] * 5}], "do not fill"),
+        ([{**good, "data": ["a"] * (c * h * w)}], "numeric"),
+        ([{**good, "name": "pixels"}], "unknown input"),
+        ([good, good], "exactly one input"),
+        ([{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["@@not base64@@"]}],
+         "base64"),
+        ([{"name": "image", "shape": [1], "datatype": "BYTES",
+           "data": [base64.b64encode(b"text").decode()]}], "not a decodable image"),
+        ([{"name": "image", "shape": [3], "datatype": "BYTES", "data": ["AA=="]}], "shape"),
+    ]  # fmt: skip
+    for inputs, words in cases:
+        status, error = _infer(client, inputs)
+        assert 400 <= status < 500 and words in error, (inputs[0].get("name"), status, error)
+    status, error = _infer(client, [good], outputs=[{"name": "embedding"}])
+    assert status == 400 and "unknown output" in error
+    name = client.get("/v1/models").json()["default"]
+    url = f"/v2/models/{name}/infer"
+    assert client.post(url, content=b"{not json").status_code == 400
+    assert "inputs" in client.post(url, json={"inputs": []}).json()["error"]
+    wrong_type = client.post(url, content=b"x", headers={"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415
+    text = client.get("/metrics").text
+    assert metric_value(text, "slipway_inference_requests_total", code="5xx") == 0
+
+
+def test_served_input_equals_the_card_transform_and_onnx_output(
+    client: TestClient, image_paths: list[Path], trained_model: Path
+) -> None:
+    """No train/serve skew: the tensor the model sees is `card.transform(image)` exactly."""
+    card = load_card(trained_model)
+    service = client.app.state.service
+    backend = service.main.current.backend
+    seen: list[np.ndarray] = []
+    original = backend.forward
+
+    def recording_forward(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.copy())
+        return original(batch)
+
+    backend.forward = recording_forward
+    try:
+        paths = image_paths[:4]
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
+        body = client.post("/v1/predict", files=files, params={"top_k": 100}).json()
+    finally:
+        del backend.forward
+    served = np.concatenate(seen)
+    expected = np.stack([card.transform(Image.open(p)) for p in paths])
+    assert served.dtype == np.float32 and np.array_equal(served, expected)
+    logits = onnx_session(trained_model / "model.onnx").run(["logits"], {"input": expected})[0]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    for row, pred in zip(probs, body["predictions"], strict=True):
+        got = {s["class"]: s["probability"] for s in pred["top_k"]}
+        np.testing.assert_allclose([got[c] for c in card.classes], row, atol=1e-5)
+
+
+def test_torch_backend_matches_onnxruntime(trained_model: Path, png_bytes: bytes) -> None:
+    files = [("files", ("a.png", png_bytes, "image/png"))]
+    answers = []
+    for backend in ("onnxruntime", "torch"):
+        with ready_client(settings_for(trained_model, backend=backend)) as c:
+            top = c.post("/v1/predict", files=files, params={"top_k": 100}).json()
+            answers.append({s["class"]: s["probability"] for s in top["predictions"][0]["top_k"]})
+            platform = c.get(f"/v2/models/{top['model']}").json()["platform"]
+            assert (
+                platform
+                == {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_torchscript"}[backend]
+            )
+    for cls, prob in answers[0].items():
+        assert answers[1][cls] == pytest.approx(prob, abs=1e-4)
+
+
+def test_onnxruntime_serving_never_imports_torch(
+    trained_model: Path, png_bytes: bytes, tmp_path: Path
+) -> None:
+    """The CPU serving image has no torch: block it and serve a prediction."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith(("torch.", "torchvision")):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, NoTorch())
+        from tests.services.inference_helpers import ready_client, settings_for
+        png = open(sys.argv[1], "rb").read()
+        with ready_client(settings_for({str(trained_model)!r})) as c:
+            r = c.post("/v1/predict", files=[("files", ("a.png", png, "image/png"))])
+            assert r.status_code == 200, r.text
+        assert "torch" not in sys.modules
+        print("served", r.json()["predictions"][0]["top_class"])
+        """
+    )
+    sample = tmp_path / "a.png"
+    sample.write_bytes(png_bytes)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(sample)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("served ")
