@@ -76,7 +76,7 @@ class PromotionPolicy:
     """
 
     accuracy_margin: float = 0.0
-    max_p95_latency_ms: float = 50.0
+    max_p95_latency_ms: float = 100.0
     min_accuracy: float = 0.5
     latency_key: str = "latency_b1_p95_ms"
 

@@ -1,0 +1,236 @@
+"""The training pipeline: prepare -> train -> evaluate -> export -> register.
+
+All cluster wiring lives here, none in the components: the GPU accelerator and node pool
+(selector + toleration) for the train task only, CPU/memory requests and limits, a memory-backed
+/dev/shm for DataLoader workers, the PVC with datasets and checkpoints, MLflow settings from a
+ConfigMap and credentials from a Secret, retries with backoff, and which steps may be cached.
+kfp.local ignores the Kubernetes settings, so the same pipeline runs on a laptop.
+"""
+
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+from kfp import dsl, kubernetes
+from kfp.dsl.graph_component import GraphComponent
+
+from components import TRAIN_IMAGE
+from components.evaluate_model import evaluate_model
+from components.export_model import export_model
+from components.prepare_dataset import prepare_dataset
+from components.register_model import register_model
+from components.train_model import train_model
+
+PIPELINE_NAME = "slipway-training"
+# Environment a pod may take from the cluster: MLflow's own variables, nothing slipway reads.
+MLFLOW_CONFIG_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL")
+MLFLOW_SECRET_KEYS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Compile-time cluster settings; the defaults follow common GKE/EKS GPU conventions.
+
+    GPU nodes carry the label `nvidia.com/gpu.present=true` (NVIDIA GPU feature discovery /
+    GPU operator, on GKE and EKS alike) and the taint `nvidia.com/gpu:NoSchedule` (what GKE puts
+    on GPU pools and the usual EKS setup). Only the train task tolerates that taint, so CPU steps
+    never land on a GPU node. On GKE without the operator use
+    `gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}`.
+    """
+
+    image: str = TRAIN_IMAGE
+    use_gpu: bool = True
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_node_selector: dict[str, str] = field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
+    )
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    gpu_toleration_effect: str = "NoSchedule"
+    pvc_name: str = "slipway-data"
+    mount_path: str = "/mnt/slipway"
+    shm_size: str = "8Gi"
+    mlflow_config_map: str = "slipway-mlflow"
+    mlflow_secret: str = "slipway-mlflow-credentials"
+    train_resources: Resources = Resources("4", "8", "16Gi", "32Gi")
+    step_resources: Resources = Resources("1", "2", "4Gi", "8Gi")
+    train_retries: int = 3
+    step_retries: int = 1
+    retry_backoff: str = "60s"
+    retry_backoff_factor: float = 2.0
+    retry_backoff_max: str = "1800s"
+
+    def for_local_run(self) -> "ClusterOptions":
+        """kfp.local honours retries; a laptop run should retry once, without a long wait."""
+        return replace(self, train_retries=1, step_retries=0, retry_backoff="1s")
+
+
+class PipelineOutputs(NamedTuple):
+    version: str
+    decision: str
+    reason: str
+
+
+def _resources(task: dsl.PipelineTask, res: Resources) -> None:
+    task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
+    task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+
+
+def _wire(task: dsl.PipelineTask, opts: ClusterOptions, mlflow: bool, retries: int) -> None:
+    """What every step gets: image, PVC, resources, MLflow env, retries."""
+    task.set_container_image(opts.image)
+    kubernetes.mount_pvc(task, pvc_name=opts.pvc_name, mount_path=opts.mount_path)
+    if mlflow:
+        kubernetes.use_config_map_as_env(
+            task, opts.mlflow_config_map, {k: k for k in MLFLOW_CONFIG_KEYS}, optional=True
+        )
+        kubernetes.use_secret_as_env(
+            task, opts.mlflow_secret, {k: k for k in MLFLOW_SECRET_KEYS}, optional=True
+        )
+    if retries:
+        task.set_retry(
+            num_retries=retries,
+            backoff_duration=opts.retry_backoff,
+            backoff_factor=opts.retry_backoff_factor,
+            backoff_max_duration=opts.retry_backoff_max,
+        )
+
+
+def _gpu(task: dsl.PipelineTask, opts: ClusterOptions, gpus: Any) -> None:
+    task.set_accelerator_type(opts.gpu_resource).set_accelerator_limit(gpus)
+    for key, value in opts.gpu_node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    kubernetes.add_toleration(
+        task, key=opts.gpu_toleration_key, operator="Exists", effect=opts.gpu_toleration_effect
+    )
+
+
+def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
+    """The `@dsl.pipeline` for these cluster options (compile it, or call it under kfp.local)."""
+    opts = opts or ClusterOptions()
+    checkpoints = f"{opts.mount_path}/checkpoints"
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Image classifier: prepare, train on GPU, evaluate, export, register + gate.",
+    )
+    def training_pipeline(
+        source_uri: str = f"{opts.mount_path}/datasets/fashion-mnist",
+        model_name: str = "slipway-classifier",
+        arch: str = "resnet18",
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 0.002,
+        image_size: int = 32,
+        seed: int = 0,
+        patience: int = 3,
+        num_workers: int = 4,
+        max_batches_per_epoch: int = 0,
+        gpus: int = 1,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        max_rejected_fraction: float = 0.1,
+        parity_images: int = 64,
+        parity_tolerance: float = 0.001,
+        latency_batch_size: int = 8,
+        accuracy_margin: float = 0.0,
+        max_p95_latency_ms: float = 100.0,
+        min_accuracy: float = 0.5,
+        mlflow_tracking_uri: str = "",
+        mlflow_experiment: str = "slipway",
+        checkpoint_root: str = checkpoints,
+        git_commit: str = "",
+    ) -> PipelineOutputs:
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        prepare = prepare_dataset(
+            source_uri=source_uri,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            max_rejected_fraction=max_rejected_fraction,
+        ).set_display_name("prepare dataset")
+        dataset = prepare.outputs["dataset"]
+        train = train_model(
+            dataset=dataset,
+            arch=arch,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            image_size=image_size,
+            seed=seed,
+            patience=patience,
+            num_workers=num_workers,
+            max_batches_per_epoch=max_batches_per_epoch,
+            gpus=gpus,
+            checkpoint_root=checkpoint_root,
+            pipeline_run_id=run_id,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_experiment=mlflow_experiment,
+            git_commit=git_commit,
+        ).set_display_name("train model")
+        mlflow_run = train.outputs["mlflow_run_id"]
+        evaluate = evaluate_model(
+            dataset=dataset,
+            model=train.outputs["model"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_run_id=mlflow_run,
+        ).set_display_name("evaluate model")
+        export = export_model(
+            dataset=dataset,
+            model=evaluate.outputs["evaluated_model"],
+            parity_images=parity_images,
+            tolerance=parity_tolerance,
+            latency_batch_size=latency_batch_size,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_run_id=mlflow_run,
+        ).set_display_name("export model")
+        register = register_model(
+            dataset=dataset,
+            model=export.outputs["exported_model"],
+            model_name=model_name,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_experiment=mlflow_experiment,
+            mlflow_run_id=mlflow_run,
+            pipeline_run_id=run_id,
+            git_commit=git_commit,
+            accuracy_margin=accuracy_margin,
+            max_p95_latency_ms=max_p95_latency_ms,
+            min_accuracy=min_accuracy,
+        ).set_display_name("register model")
+
+        for task in (prepare, evaluate, export):
+            task.set_caching_options(enable_caching=True)
+        for task in (train, register):  # side effects: never replay them from a cache
+            task.set_caching_options(enable_caching=False)
+        _wire(prepare, opts, mlflow=False, retries=opts.step_retries)
+        _wire(train, opts, mlflow=True, retries=opts.train_retries)
+        for task in (evaluate, export, register):
+            _wire(task, opts, mlflow=True, retries=opts.step_retries)
+        for task in (prepare, evaluate, export, register):
+            _resources(task, opts.step_resources)
+        _resources(train, opts.train_resources)
+        kubernetes.empty_dir_mount(
+            train,
+            volume_name="dshm",
+            mount_path="/dev/shm",
+            medium="Memory",
+            size_limit=opts.shm_size,
+        )
+        if opts.use_gpu:
+            _gpu(train, opts, gpus)
+        return PipelineOutputs(
+            register.outputs["version"], register.outputs["decision"], register.outputs["reason"]
+        )
+
+    return training_pipeline

@@ -1,0 +1,243 @@
+"""The five training-pipeline steps as plain functions over folders.
+
+Each KFP component in `components/` is a few lines around one of these, so the steps can be
+tested and reused without KFP, and the components stay thin. Inputs are folders (artifact paths),
+outputs are folders plus a dict of metadata for the artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from slipway.data import DatasetScan, SplitFractions, scan_dataset
+from slipway.errors import DataError
+from slipway.lineage import split_fingerprint
+from slipway.registry import PromotionPolicy, Registry
+from slipway.storage import is_remote
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+DATASET_REFERENCE_FILE = "reference.json"
+REJECTED_FILE = "rejected.json"
+REJECTED_IN_METADATA = 20
+
+
+def prepare(
+    source_uri: str,
+    out_dir: str | Path,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_rejected_fraction: float = 0.1,
+) -> dict[str, Any]:
+    """Validate a dataset and write manifest.json, reference.json and rejected.json.
+
+    The manifest points at the source (local path, PVC path, or fsspec URI) and pins every file
+    by content hash; the fingerprint over those hashes is the dataset's identity in lineage.
+    A dataset with more unusable files than `max_rejected_fraction` fails here, not mid-training.
+    """
+    from slipway.reference import dataset_reference
+
+    source = source_uri if is_remote(source_uri) else str(Path(source_uri).expanduser().resolve())
+    scan = scan_dataset(source, SplitFractions(val=val_fraction, test=test_fraction))
+    counts = scan.counts()
+    seen = counts["total"] + counts["rejected"]
+    if counts["rejected"] > max_rejected_fraction * seen:
+        first = scan.rejected[0]
+        raise DataError(
+            f"{counts['rejected']} of {seen} files are unusable (more than "
+            f"{max_rejected_fraction:.0%}); first: {first.path}: {first.reason}"
+        )
+    empty = [name for name in ("train", "val", "test") if counts[name] == 0]
+    if empty:
+        raise DataError(f"the {', '.join(empty)} split(s) are empty; the dataset is too small")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scan.save(out / MANIFEST_FILE)
+    reference = {**dataset_reference(scan), "channel_stats": scan.stats}
+    (out / DATASET_REFERENCE_FILE).write_text(json.dumps(reference))
+    (out / REJECTED_FILE).write_text(json.dumps([asdict(r) for r in scan.rejected], indent=1))
+    return {
+        "source_uri": source,
+        "fingerprint": scan.fingerprint,
+        "test_split_fingerprint": split_fingerprint(scan),
+        "classes": scan.classes,
+        "num_classes": len(scan.classes),
+        "channels": scan.channels,
+        **{f"{key}_images": value for key, value in counts.items() if key != "rejected"},
+        "rejected_files": counts["rejected"],
+        "rejected": [f"{r.path}: {r.reason}" for r in scan.rejected[:REJECTED_IN_METADATA]],
+    }
+
+
+def load_dataset(dataset_dir: str | Path) -> DatasetScan:
+    """The scan written by `prepare` (no image is decoded again)."""
+    path = Path(dataset_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise DataError(f"{dataset_dir} is not a prepared dataset (no {MANIFEST_FILE})")
+    return DatasetScan.load(path)
+
+
+def train_step(
+    dataset_dir: str | Path,
+    model_dir: str | Path,
+    config: Any,
+    work_dir: str | Path,
+    tracking_uri: str,
+    run_name: str,
+    run_tags: dict[str, str],
+    experiment: str,
+    gpus: int = 1,
+    keep_work_dir: bool = False,
+) -> dict[str, Any]:
+    """Train into `work_dir` (on a volume that outlives the pod), then copy to `model_dir`.
+
+    Checkpoint, best weights and the MLflow run id all live in `work_dir`, so a retried task with
+    the same `work_dir` resumes the same epochs and the same MLflow run. With `gpus` > 1 the
+    epochs run under torchrun (`slipway.launch`) and the curves are logged when it returns.
+    """
+    from slipway.tracking import RUN_ID_FILE, EpochLogger, log_params, start_or_resume_run
+    from slipway.training import train
+
+    scan = load_dataset(dataset_dir)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    registry = Registry(tracking_uri)
+    run_id = start_or_resume_run(registry, run_name, run_tags, work / RUN_ID_FILE, experiment)
+    log_params(registry, run_id, {**asdict(config), "dataset_fingerprint": scan.fingerprint})
+    logger = EpochLogger(registry, run_id)
+    try:
+        if gpus > 1:
+            from slipway.launch import run_training
+
+            result = run_training(
+                scan, work / "model", config, work / "checkpoints", gpus_per_node=gpus
+            )
+        else:
+            result = train(
+                scan, work / "model", config, checkpoint_dir=work / "checkpoints", on_epoch=logger
+            )
+    except BaseException:
+        registry.client.set_terminated(run_id, status="FAILED")
+        raise
+    logger.backfill(result.history)
+    shutil.copytree(work / "model", model_dir, dirs_exist_ok=True)
+    registry.client.set_terminated(run_id, status="FINISHED")
+    if not keep_work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "mlflow_run_id": run_id,
+        "arch": config.arch,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "stopped_early": result.stopped_early,
+        "val_accuracy": result.card.metrics["val_accuracy"],
+        "val_loss": result.card.metrics["val_loss"],
+        "dataset_fingerprint": scan.fingerprint,
+    }
+
+
+def evaluate_step(
+    dataset_dir: str | Path,
+    model_in: str | Path,
+    model_out: str | Path,
+    tracking_uri: str,
+    run_id: str,
+) -> dict[str, Any]:
+    """Evaluate a copy of the model folder on the test split; log it all to the MLflow run."""
+    from slipway.evaluation import evaluate
+    from slipway.tracking import log_evaluation
+
+    shutil.copytree(model_in, model_out, dirs_exist_ok=True)
+    report = evaluate(model_out, load_dataset(dataset_dir), "test")
+    if run_id:
+        with tempfile.TemporaryDirectory() as tmp:
+            log_evaluation(Registry(tracking_uri), run_id, report, Path(model_out), Path(tmp))
+    return report
+
+
+def export_step(
+    dataset_dir: str | Path,
+    model_in: str | Path,
+    model_out: str | Path,
+    tracking_uri: str,
+    run_id: str,
+    parity_images: int = 64,
+    tolerance: float = 1e-3,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Export ONNX + TorchScript from a copy of the folder; parity on real test images; latency."""
+    from slipway.export import export_model
+    from slipway.parity import parity_inputs
+    from slipway.tracking import log_metrics
+
+    shutil.copytree(model_in, model_out, dirs_exist_ok=True)
+    inputs = parity_inputs(model_out, load_dataset(dataset_dir), parity_images)
+    info = export_model(model_out, inputs, tolerance=tolerance, batch_sizes=(1, batch_size))
+    if run_id:
+        numbers = {k: v for k, v in info.items() if isinstance(v, int | float)}
+        log_metrics(Registry(tracking_uri), run_id, numbers)
+    return info
+
+
+def version_tags(
+    model_dir: str | Path, scan: DatasetScan, lineage: dict[str, str]
+) -> dict[str, str]:
+    """Lineage, params, metrics and latency of a model folder, as registry version tags."""
+    from slipway.card import load_card
+
+    card = load_card(model_dir)
+    tags = {
+        "dataset_fingerprint": card.dataset.fingerprint,
+        "test_split_fingerprint": split_fingerprint(scan),
+        "dataset_uri": card.dataset.uri,
+        "arch": card.arch,
+        "classes": json.dumps(card.classes),
+        **{key: value for key, value in lineage.items()},
+    }
+    for key in ("epochs", "batch_size", "lr", "image_size", "seed", "best_epoch", "device"):
+        if key in card.training:
+            tags[f"param.{key}"] = str(card.training[key])
+    for key, value in card.metrics.items():
+        tags[f"metric.{key}"] = f"{value:.6f}"
+    for key, value in card.export.items():
+        if isinstance(value, int | float):
+            tags[f"metric.{key}"] = f"{value:.6g}"
+    return tags
+
+
+def register_step(
+    dataset_dir: str | Path,
+    model_dir: str | Path,
+    model_name: str,
+    tracking_uri: str,
+    run_id: str,
+    lineage: dict[str, str],
+    policy: PromotionPolicy,
+    experiment: str,
+) -> dict[str, Any]:
+    """Register the folder as a new version (alias staging), then run the promotion gate."""
+    scan = load_dataset(dataset_dir)
+    registry = Registry(tracking_uri)
+    if not run_id:
+        run_id = registry.client.create_run(registry.experiment_id(experiment)).info.run_id
+    tags = {**version_tags(model_dir, scan, lineage), "mlflow_run_id": run_id}
+    version = registry.register(model_name, model_dir, run_id, tags)
+    decision = registry.gate(model_name, version, model_dir, scan, policy)
+    registry.client.set_tag(run_id, "registered_version", f"{model_name}/{version}")
+    registry.client.set_tag(run_id, "promotion_decision", decision.label)
+    return {
+        "model_name": model_name,
+        "version": version,
+        "decision": decision.label,
+        "reason": decision.reason,
+        "production_version": decision.production_version,
+        "production_accuracy": decision.production_accuracy,
+    }
