@@ -1,0 +1,125 @@
+"""Readiness and hot reload: from the MLflow registry (SQLite) and from a local folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.inference import create_app
+from tests.services.inference_helpers import (
+    metric_value,
+    ready_client,
+    register_version,
+    settings_for,
+    wait_ready,
+)
+
+NAME = "fashion-mnist"
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def _version(client: TestClient) -> str:
+    return client.get("/v1/models").json()["models"][0].get("version", "")
+
+
+def _predict(client: TestClient, png: bytes) -> dict:
+    response = client.post("/v1/predict", files=[("files", ("a.png", png, "image/png"))])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _broken_copy(model_dir: Path, target: Path) -> Path:
+    shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns("checkpoints", "*.pt"))
+    (target / "model.onnx").write_bytes(b"this is not an onnx file")
+    return target
+
+
+@pytest.mark.slow
+def test_registry_alias_readiness_reload_and_refusal(
+    trained_model: Path, tmp_path: Path, png_bytes: bytes
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    artifacts = tmp_path / "artifacts"
+    settings = settings_for(
+        f"models:/{NAME}@production",
+        mlflow_tracking_uri=uri,
+        model_cache_dir=str(tmp_path / "cache"),
+        reload_interval_s=0.3,
+    )
+    register_version(uri, NAME, trained_model, "staging", artifacts)  # no production alias yet
+    with TestClient(create_app(settings)) as client:
+        # Not ready while the alias does not exist; liveness never depends on the model.
+        assert client.get("/healthz").status_code == 200
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503 and not_ready.headers["Retry-After"]
+        assert client.get("/v2/health/ready").status_code == 503
+        early = client.post("/v1/predict", files=[("files", ("a.png", png_bytes, "image/png"))])
+        assert early.status_code == 503 and "not ready" in early.json()["error"]
+
+        first = register_version(uri, NAME, trained_model, "production", artifacts)
+        wait_ready(client)
+        assert _version(client) == first
+        assert _predict(client, png_bytes)["version"] == first
+        about = client.get("/v1/models").json()["models"][0]
+        assert about["name"] == NAME and about["alias"] == "production"
+
+        second = register_version(uri, NAME, trained_model, "production", artifacts)
+        _eventually(lambda: _version(client) == second)
+        assert _predict(client, png_bytes)["version"] == second
+        text = client.get("/metrics").text
+        assert metric_value(text, "slipway_inference_reloads_total", result="success") == 1
+        assert metric_value(text, "slipway_inference_model_info", version=second) == 1
+        assert f'version="{first}"' not in text  # the old version's info series is gone
+
+        broken = _broken_copy(trained_model, tmp_path / "broken")
+        third = register_version(uri, NAME, broken, "production", artifacts)
+
+        def refused() -> bool:
+            text = client.get("/metrics").text
+            return metric_value(text, "slipway_inference_reloads_total", result="failure") == 1
+
+        _eventually(refused)
+        assert _version(client) == second  # the old version keeps serving
+        assert _predict(client, png_bytes)["version"] == second
+        time.sleep(1.0)  # a refused version is not retried on every poll
+        text = client.get("/metrics").text
+        assert metric_value(text, "slipway_inference_reloads_total", result="failure") == 1
+        assert third not in {_version(client)}
+
+
+def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes: bytes) -> None:
+    settings = settings_for(model_copy, reload_interval_s=0.2)
+    with ready_client(settings) as client:
+        before = _version(client)
+        card_path = model_copy / "model_card.json"
+        card = json.loads(card_path.read_text())
+        card["metrics"]["note"] = 1.0
+        card_path.write_text(json.dumps(card))
+        _eventually(lambda: _version(client) not in ("", before), timeout=30)
+        after = _version(client)
+        assert client.get("/v1/models").json()["models"][0]["metrics"]["note"] == 1.0
+        assert _predict(client, png_bytes)["version"] == after
+
+        (model_copy / "model.onnx").write_bytes(b"garbage")
+
+        def refused() -> bool:
+            text = client.get("/metrics").text
+            return metric_value(text, "slipway_inference_reloads_total", result="failure") >= 1
+
+        _eventually(refused, timeout=30)
+        assert _version(client) == after
+        assert _predict(client, png_bytes)["version"] == after
