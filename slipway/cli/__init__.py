@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from slipway.cli import core, drift, loadtest, serve
+from slipway.cli import core, drift, loadtest, pipeline, registry, serve
 from slipway.errors import SlipwayError
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app = typer.Typer(
 core.register(app)
 drift.register(app)
 loadtest.register(app)
+pipeline.register(app)
+registry.register(app)
 serve.register(app)
 
 

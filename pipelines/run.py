@@ -1,0 +1,156 @@
+"""Compile the training pipeline, run it on this machine with kfp.local, or submit it to KFP."""
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.training import PIPELINE_NAME, ClusterOptions, build_pipeline
+from slipway.errors import SlipwayError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IR = Path("build/pipelines/training.yaml")
+
+
+class SubmitError(SlipwayError):
+    """The KFP API could not be reached or refused the request."""
+
+
+class LocalRunError(SlipwayError):
+    """A step of a local pipeline run failed; its log is above the message."""
+
+
+def compile_pipeline(out: Path = DEFAULT_IR, opts: ClusterOptions | None = None) -> Path:
+    """Write the pipeline as KFP IR YAML (pipeline spec + Kubernetes platform spec)."""
+    from kfp import compiler
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(opts), str(out))
+    return out
+
+
+def run_local(
+    params: dict[str, Any],
+    pipeline_root: Path,
+    fresh: bool = False,
+    opts: ClusterOptions | None = None,
+) -> dict[str, Any]:
+    """Run the whole pipeline with kfp.local in this environment; return its outputs.
+
+    `SubprocessRunner(use_venv=False)` runs each step as a process of this virtual environment,
+    which is what the training image is on the cluster. Caching is on unless `fresh`; train and
+    register are never cached.
+    """
+    from kfp import local
+
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        enable_caching=not fresh,
+    )
+    pipeline = build_pipeline((opts or ClusterOptions()).for_local_run())
+    began = time.perf_counter()
+    try:
+        task = pipeline(**params)
+    except RuntimeError as exc:
+        raise LocalRunError(f"the pipeline failed: {exc} (the step's log is above)") from exc
+    return {**task.outputs, "seconds": time.perf_counter() - began}
+
+
+def to_kfp_cron(expression: str) -> str:
+    """KFP schedules take six cron fields (seconds first); accept the usual five as well."""
+    fields = expression.split()
+    if len(fields) == 5:
+        return " ".join(["0", *fields])
+    if len(fields) == 6:
+        return expression
+    raise SubmitError(f"--schedule needs a cron expression of 5 or 6 fields, got {expression!r}")
+
+
+def _client(
+    host: str,
+    namespace: str | None,
+    token: str | None,
+    cookie: str | None,
+    ssl_ca_cert: str | None,
+) -> Any:
+    import kfp
+
+    kwargs: dict[str, Any] = {"host": host, "existing_token": token, "cookies": cookie}
+    if namespace:
+        kwargs["namespace"] = namespace
+    if ssl_ca_cert:
+        kwargs["ssl_ca_cert"] = ssl_ca_cert
+    return kfp.Client(**kwargs)
+
+
+def _explain(host: str, exc: Exception) -> SubmitError:
+    """One line a person can act on, instead of a urllib3 / swagger trace."""
+    status = getattr(exc, "status", None)
+    if status in (401, 403):
+        return SubmitError(
+            f"{host} refused the request (HTTP {status}): authentication failed; "
+            "pass --token (a service-account token) or --cookie (authservice_session=...)"
+        )
+    if status is not None:
+        reason = getattr(exc, "reason", "") or ""
+        return SubmitError(f"{host} answered HTTP {status} {reason}".strip())
+    text = str(exc)
+    if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
+        return SubmitError(f"TLS to {host} failed; pass --ssl-ca-cert FILE ({text[:120]})")
+    return SubmitError(f"cannot reach the KFP API at {host}: {type(exc).__name__}")
+
+
+def submit(
+    host: str,
+    params: dict[str, Any],
+    *,
+    experiment: str = "slipway",
+    namespace: str | None = None,
+    token: str | None = None,
+    cookie: str | None = None,
+    ssl_ca_cert: str | None = None,
+    schedule: str | None = None,
+    run_name: str | None = None,
+    fresh: bool = False,
+    opts: ClusterOptions | None = None,
+) -> dict[str, str]:
+    """Compile and submit one run, or a recurring run when `schedule` (cron) is given.
+
+    A recurring run always starts fresh (no cache): the data behind the same source URI may
+    have changed since the last run, and a cached prepare step would hide that.
+    """
+    cron = to_kfp_cron(schedule) if schedule else None
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "training.yaml", opts)
+        try:
+            client = _client(host, namespace, token, cookie, ssl_ca_cert)
+            exp = client.create_experiment(experiment, namespace=namespace)
+            if cron:
+                job = client.create_recurring_run(
+                    experiment_id=exp.experiment_id,
+                    job_name=run_name or f"{PIPELINE_NAME}-schedule",
+                    cron_expression=cron,
+                    params=params,
+                    pipeline_package_path=str(package),
+                    enable_caching=False,
+                    no_catchup=True,
+                )
+                return {"recurring_run_id": job.recurring_run_id, "schedule": cron}
+            run = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=params,
+                run_name=run_name,
+                experiment_id=exp.experiment_id,
+                namespace=namespace,
+                enable_caching=False if fresh else None,
+            )
+            return {"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}
+        except SubmitError:
+            raise
+        except Exception as exc:  # urllib3, swagger ApiException, JSON from a login page, ...
+            log.debug("submit failed", exc_info=True)
+            raise _explain(host, exc) from exc
