@@ -178,6 +178,14 @@ def test_service_settings_names_exist_in_the_service() -> None:
     assert names <= fields, names - fields
 
 
+def test_drift_settings_names_exist_in_the_drift_monitor() -> None:
+    settings = pytest.importorskip("services.drift.settings")
+    fields = {name.upper() for name in settings.Settings.model_fields}
+    env = env_of(render({"drift.enabled": True}), f"{FULLNAME}-drift")
+    names = {k.removeprefix("SLIPWAY_DRIFT_") for k in env if k.startswith("SLIPWAY_DRIFT_")}
+    assert names and names <= fields, names - fields
+
+
 def test_defaults_autoscale_the_deployment_with_cpu_and_a_pod_metric(render_scenario) -> None:
     rendered = render_scenario("defaults")
     deployment = rendered.one("Deployment", FULLNAME)

@@ -1,0 +1,85 @@
+"""The one list of metric names that dashboards and alerts may query.
+
+`CONTRACT` is the metric interface of the inference service and the drift monitor. When the
+services' code is importable, `service_series()` reads the names from their real registries
+instead, and a test checks that the contract and the code agree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+CONTRACT: dict[str, Kind] = {
+    "slipway_inference_requests_total": "counter",
+    "slipway_inference_request_duration_seconds": "histogram",
+    "slipway_inference_model_duration_seconds": "histogram",
+    "slipway_inference_batch_size": "histogram",
+    "slipway_inference_queue_depth": "gauge",
+    "slipway_inference_in_flight_requests": "gauge",
+    "slipway_inference_rejected_total": "counter",
+    "slipway_inference_prediction_confidence": "histogram",
+    "slipway_inference_predictions_total": "counter",
+    "slipway_inference_input_brightness": "histogram",
+    "slipway_inference_model_info": "gauge",
+    "slipway_inference_model_created_timestamp_seconds": "gauge",
+    "slipway_inference_ready": "gauge",
+    "slipway_inference_reloads_total": "counter",
+    "slipway_inference_prediction_log_dropped_total": "counter",
+    "slipway_inference_prediction_log_written_total": "counter",
+    "process_cpu_seconds_total": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "slipway_drift_score": "gauge",
+    "slipway_drift_pvalue": "gauge",
+    "slipway_drift_detected": "gauge",
+    "slipway_drift_threshold": "gauge",
+    "slipway_drift_window_size": "gauge",
+    "slipway_drift_last_evaluation_timestamp_seconds": "gauge",
+    "slipway_drift_records_read_total": "counter",
+}
+
+# Series every Prometheus has for each target.
+PROMETHEUS = {"up"}
+# kube-state-metrics series the cluster-only alerts use.
+KUBE_STATE_METRICS = {
+    "kube_deployment_status_replicas_unavailable",
+    "kube_horizontalpodautoscaler_status_current_replicas",
+    "kube_horizontalpodautoscaler_spec_max_replicas",
+}
+# NVIDIA DCGM exporter series: only the dashboard panel marked as needing the exporter.
+DCGM = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}
+DCGM_PANEL_PREFIX = "Requires the NVIDIA DCGM exporter"
+
+
+def series_names(name: str, kind: Kind) -> set[str]:
+    """Names of the series a metric exposes in the Prometheus text format."""
+    if kind == "histogram":
+        return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return {name}
+
+
+def contract_series() -> set[str]:
+    return {series for name, kind in CONTRACT.items() for series in series_names(name, kind)}
+
+
+def registry_series() -> set[str] | None:
+    """Series names from the services' own registries, or None when their code is absent."""
+    try:
+        from services.drift.metrics import DriftMetrics
+        from services.inference.metrics import Metrics
+    except ImportError:
+        return None
+    inference = Metrics()
+    inference.init_model("probe", ["a", "b"])
+    inference.set_model_info("probe", "1", "production", "resnet18", 1.0)
+    names: set[str] = set()
+    for registry in (inference.registry, DriftMetrics(psi_threshold=0.2).registry):
+        for family in registry.collect():
+            names |= {sample.name for sample in family.samples}
+    return {name for name in names if not name.endswith("_created")}
+
+
+def service_series() -> set[str]:
+    """Series the services define: from their registries when importable, else the contract."""
+    return registry_series() or contract_series()
