@@ -92,13 +92,11 @@ def test_selectors_match_pods_and_carry_no_version(scenario: str, render_scenari
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     for pdb in rendered.of_kind("PodDisruptionBudget"):
         assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    labels = [d["spec"]["template"]["metadata"]["labels"] for d in rendered.of_kind("Deployment")]
+    labels += [pod["metadata"]["labels"] for pod in rendered.of_kind("Pod")]
     for policy in rendered.of_kind("NetworkPolicy"):
-        labels = [
-            d["spec"]["template"]["metadata"]["labels"] for d in rendered.of_kind("Deployment")
-        ]
-        assert any(
-            policy["spec"]["podSelector"]["matchLabels"].items() <= x.items() for x in labels
-        )
+        selector = policy["spec"]["podSelector"]["matchLabels"]
+        assert any(selector.items() <= x.items() for x in labels), policy["metadata"]["name"]
 
 
 def test_selectors_survive_a_chart_upgrade(tmp_path: Path) -> None:
@@ -339,10 +337,15 @@ def test_full_monitoring_wires_secrets_ingress_and_staging(render_scenario) -> N
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_network_policy_opens_only_the_http_port(scenario: str, render_scenario) -> None:
-    for policy in render_scenario(scenario).of_kind("NetworkPolicy"):
-        for rule in policy["spec"]["ingress"]:
+    rendered = render_scenario(scenario)
+    for policy in rendered.of_kind("NetworkPolicy"):
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"].get("ingress", []):
             assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
             assert rule["from"], "an ingress rule without sources would allow everyone"
+    # Every pod of the release is covered by a policy; the helm test pod accepts nothing.
+    test_policy = rendered.one("NetworkPolicy", f"{FULLNAME}-test")
+    assert "ingress" not in test_policy["spec"]
 
 
 def test_disabled_features_render_nothing(render_scenario) -> None:
@@ -377,3 +380,24 @@ def test_helm_test_pod_sends_a_real_image(render_scenario) -> None:
     script = container["command"][-1]
     assert "$BASE_URL/readyz" in script and "$BASE_URL/v1/predict" in script
     assert "files=@/tmp/probe.png" in script
+
+
+def test_helm_test_pod_reads_the_token_from_a_file(render_scenario) -> None:
+    (pod,) = render_scenario("full-monitoring").of_kind("Pod")
+    (volume,) = [v for v in pod["spec"]["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "inference-token"
+    container = pod["spec"]["containers"][0]
+    assert not [e for e in container["env"] if "valueFrom" in e]
+    assert "/var/run/secrets/slipway/token" in container["command"][-1]
+
+
+def test_image_digest_pins_every_slipway_container() -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render({"image.digest": digest, "drift.enabled": True})
+    images = {
+        c["image"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {f"ghcr.io/slipway/serve@{digest}"}

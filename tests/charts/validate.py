@@ -19,6 +19,19 @@ SCHEMAS = REPO / "tests" / "schemas"
 KUBERNETES_VALIDATE = Path(sys.executable).with_name("kubernetes-validate")
 
 
+class ManifestLoader(yaml.SafeLoader):
+    """SafeLoader that reads a bare `=` (kustomize writes `matchType: =`) as a string, not as
+    YAML 1.1's `value` tag."""
+
+
+ManifestLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_scalar)
+
+
+def load_manifests(text: str) -> list[dict[str, Any]]:
+    """The objects of a manifest stream, empty documents dropped."""
+    return [doc for doc in yaml.load_all(text, Loader=ManifestLoader) if doc]
+
+
 def crd_schema_path(doc: dict[str, Any]) -> Path | None:
     """Schema file of a custom resource (`crds/<group>/<kind>_<version>.json`), if one is kept."""
     group, _, version = doc["apiVersion"].rpartition("/")

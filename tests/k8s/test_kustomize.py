@@ -14,18 +14,11 @@ import yaml
 from tests.charts.metric_names import service_series
 from tests.charts.promql import metric_names
 from tests.charts.render import CHART, KUBE_VERSIONS, REPO, render_rule_groups, tool
-from tests.charts.validate import kubernetes_validate
+from tests.charts.validate import kubernetes_validate, load_manifests
 from tests.helpers import require_tool
 
 K8S = REPO / "k8s"
 CUSTOM_KINDS = {"AlertmanagerConfig"}  # no schema kept in tests/schemas: checked below
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads a bare `=` (kustomize writes `matchType: =`) as the `value` tag."""
-
-
-_Loader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_scalar)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def built() -> list[dict[str, Any]]:
         [tool("kubectl"), "kustomize", str(K8S)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.load_all(result.stdout, Loader=_Loader) if doc]
+    return load_manifests(result.stdout)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
