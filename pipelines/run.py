@@ -3,6 +3,7 @@
 import logging
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,11 @@ def run_local(
     pipeline = build_pipeline((opts or ClusterOptions()).for_local_run())
     began = time.perf_counter()
     try:
-        task = pipeline(**params)
+        with warnings.catch_warnings():
+            # Expected here: kfp.local ignores resources and runs the image's code in this venv.
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
+            warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
+            task = pipeline(**params)
     except RuntimeError as exc:
         raise LocalRunError(f"the pipeline failed: {exc} (the step's log is above)") from exc
     return {**task.outputs, "seconds": time.perf_counter() - began}

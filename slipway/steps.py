@@ -19,7 +19,6 @@ from slipway.data import DatasetScan, SplitFractions, scan_dataset
 from slipway.errors import DataError
 from slipway.lineage import split_fingerprint
 from slipway.registry import PromotionPolicy, Registry
-from slipway.storage import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def prepare(
     """
     from slipway.reference import dataset_reference
 
-    source = source_uri if is_remote(source_uri) else str(Path(source_uri).expanduser().resolve())
+    source = source_uri if "://" in source_uri else str(Path(source_uri).expanduser().resolve())
     scan = scan_dataset(source, SplitFractions(val=val_fraction, test=test_fraction))
     counts = scan.counts()
     seen = counts["total"] + counts["rejected"]

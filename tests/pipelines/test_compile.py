@@ -1,0 +1,156 @@
+"""The compiled IR carries every cluster concern; compiling never loads torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from slipway.cli import app
+
+IMAGE = "registry.example.com/ml/slipway-train:test"
+
+
+def _compile(tmp_path: Path, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    out = tmp_path / "training.yaml"
+    result = CliRunner().invoke(app, ["pipeline", "compile", "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _compile(tmp_path_factory.mktemp("ir"), "--image", IMAGE)
+
+
+def test_every_step_runs_the_given_image_without_installing_anything(ir) -> None:
+    spec, _ = ir
+    executors = spec["deploymentSpec"]["executors"]
+    assert set(executors) == {
+        f"exec-{n}-model" for n in ("train", "evaluate", "export", "register")
+    } | {"exec-prepare-dataset"}
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == IMAGE, name
+        assert "pip install" not in " ".join(container["command"]), name
+
+
+def test_train_task_asks_for_gpus_on_the_gpu_pool(ir) -> None:
+    spec, platform = ir
+    resources = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "pipelinechannel--gpus" in resources["accelerator"]["resourceCount"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["gpus"]["defaultValue"] == 1
+    assert resources["resourceCpuLimit"] == "8" and resources["resourceMemoryLimit"] == "32Gi"
+    train = platform["exec-train-model"]
+    assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert train["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert train["emptyDirMounts"] == [
+        {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"}
+    ]
+
+
+def test_cpu_steps_stay_off_the_gpu_pool(ir) -> None:
+    spec, platform = ir
+    for step in ("prepare-dataset", "evaluate-model", "export-model", "register-model"):
+        resources = spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]["resources"]
+        assert "accelerator" not in resources
+        assert resources["resourceCpuRequest"] == "1"
+        assert "tolerations" not in platform[f"exec-{step}"]
+        assert "nodeSelector" not in platform[f"exec-{step}"]
+
+
+def test_volumes_and_mlflow_settings(ir) -> None:
+    _, platform = ir
+    for name, executor in platform.items():
+        assert executor["pvcMount"][0]["constant"] == "slipway-data", name
+        assert executor["pvcMount"][0]["mountPath"] == "/mnt/slipway", name
+    assert "secretAsEnv" not in platform["exec-prepare-dataset"]
+    for step in ("train-model", "evaluate-model", "export-model", "register-model"):
+        secret = platform[f"exec-{step}"]["secretAsEnv"][0]
+        assert secret["secretName"] == "slipway-mlflow-credentials" and secret["optional"]
+        envs = {e["envVar"] for e in secret["keyToEnv"]}
+        assert {"AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_TOKEN"} <= envs
+        config = platform[f"exec-{step}"]["configMapAsEnv"][0]
+        assert config["configMapName"] == "slipway-mlflow"
+        assert "MLFLOW_TRACKING_URI" in {e["envVar"] for e in config["keyToEnv"]}
+
+
+def test_retries_and_caching(ir) -> None:
+    spec, _ = ir
+    tasks = spec["root"]["dag"]["tasks"]
+    train = tasks["train-model"]["retryPolicy"]
+    assert train["maxRetryCount"] == 3
+    assert train["backoffDuration"] == "60s" and train["backoffFactor"] == 2.0
+    for step in ("prepare-dataset", "evaluate-model", "export-model"):
+        assert tasks[step]["cachingOptions"].get("enableCache") is True, step
+    for step in ("train-model", "register-model"):
+        assert not tasks[step]["cachingOptions"].get("enableCache"), step
+
+
+def test_steps_are_chained_and_the_run_id_reaches_train_and_register(ir) -> None:
+    spec, _ = ir
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["train-model"]["dependentTasks"] == ["prepare-dataset"]
+    assert tasks["register-model"]["dependentTasks"] == [
+        "export-model",
+        "prepare-dataset",
+        "train-model",
+    ]
+    for step in ("train-model", "register-model"):
+        run_id = tasks[step]["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]
+        assert run_id["constant"] == "{{$.pipeline_job_uuid}}"
+    outputs = spec["root"]["outputDefinitions"]["parameters"]
+    assert set(outputs) == {"version", "decision", "reason"}
+
+
+def test_gpu_pool_settings_are_configurable(tmp_path: Path) -> None:
+    spec, platform = _compile(
+        tmp_path,
+        "--gpu-node-selector",
+        "cloud.google.com/gke-accelerator=nvidia-l4",
+        "--gpu-taint",
+        "gpu",
+        "--pvc",
+        "team-data",
+    )
+    train = platform["exec-train-model"]
+    assert train["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert train["tolerations"][0]["key"] == "gpu"
+    assert train["pvcMount"][0]["constant"] == "team-data"
+    default_image = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["image"]
+    from components import TRAIN_IMAGE
+
+    assert default_image == TRAIN_IMAGE
+
+
+def test_no_gpu_compiles_a_cpu_pipeline(tmp_path: Path) -> None:
+    spec, platform = _compile(tmp_path, "--no-gpu")
+    resources = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["resources"]
+    assert "accelerator" not in resources
+    assert "tolerations" not in platform["exec-train-model"]
+
+
+def test_bad_selector_is_a_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["pipeline", "compile", "--gpu-node-selector", "nolabel"])
+    assert result.exit_code != 0
+    assert "KEY=VALUE" in str(result.exception)
+
+
+def test_compiling_does_not_import_torch_or_mlflow() -> None:
+    code = (
+        "import sys, tempfile, pathlib\n"
+        "from pipelines.run import compile_pipeline\n"
+        "compile_pipeline(pathlib.Path(tempfile.mkdtemp()) / 'p.yaml')\n"
+        "print(sorted(m for m in ('torch', 'mlflow', 'onnxruntime') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
