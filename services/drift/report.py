@@ -18,6 +18,7 @@ from services.drift.monitor import NUMERIC, DriftMonitor, Evaluation
 WIDTH, HEIGHT = 560, 260
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 56
 REFERENCE_COLOR, CURRENT_COLOR = "#3b6ea5", "#e07b39"
+NICE_STEPS = (0.005, 0.01, 0.02, 0.025, 0.05, 0.1, 0.2)
 
 
 def _bars_svg(
@@ -29,8 +30,10 @@ def _bars_svg(
 ) -> str:
     """Grouped bars of two distributions (shares that each sum to 1)."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = max(float(np.max(reference, initial=0)), float(np.max(current, initial=0)), 1e-9)
-    top = math.ceil(top * 10) / 10 if top > 0.1 else top * 1.1
+    highest = max(float(np.max(reference, initial=0)), float(np.max(current, initial=0)))
+    step = next((s for s in NICE_STEPS if s * 5 >= highest), 0.2)
+    ticks = max(math.ceil(highest / step - 1e-9), 1)
+    top = step * ticks
     slot = plot_w / max(len(labels), 1)
     bar = slot * 0.4
     parts = [
@@ -39,15 +42,15 @@ def _bars_svg(
         f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="14" '
         f'font-weight="bold">{html.escape(title)}</text>',
     ]
-    for i in range(5):
-        value = top * i / 4
-        y = TOP + plot_h - plot_h * i / 4
+    for i in range(ticks + 1):
+        value = step * i
+        y = TOP + plot_h - plot_h * i / ticks
         parts.append(
             f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
         )
         parts.append(
             f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" '
-            f'font-size="10">{value:.2f}</text>'
+            f'font-size="10">{value:.3g}</text>'
         )
     for i, label in enumerate(labels):
         x = LEFT + i * slot + slot * 0.1
@@ -94,13 +97,13 @@ def feature_svg(monitor: DriftMonitor, feature: str) -> str:
         )
         current = _shares(current_counts.astype(np.float64))
         labels = [f"{edge:.2f}" for edge in edges[:-1]]
-        return _bars_svg(feature, labels, reference, current, tick_every=2)
+        return _bars_svg(f"{feature}: share per bin", labels, reference, current, tick_every=2)
     frequencies = monitor.reference["predicted_class_frequencies"]
     names = list(frequencies)
     reference = np.array([frequencies[n] for n in names], dtype=np.float64)
     seen = monitor.current_classes()
     current = _shares(np.array([seen.count(n) for n in names], dtype=np.float64))
-    return _bars_svg("predicted class", names, _shares(reference), current)
+    return _bars_svg("predicted class: share", names, _shares(reference), current)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
