@@ -1,0 +1,198 @@
+"""The monitoring loop on loopback: inference service, drift monitor, Prometheus, Alertmanager.
+
+Prometheus loads the chart's own alert rules, rendered by `tests/charts/render.py` from the
+unchanged files under `charts/inference/files/alerts/` with test values for `for:`, windows and
+selectors. Alertmanager sends every notification to a webhook this test process runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.e2e.processes import Process, Webhook, free_port, python_module, running, wait_for
+from tests.helpers import require_tool
+
+MODEL_NAME = "tiny"
+INFERENCE_JOB = "inference"
+DRIFT_JOB = "drift"
+DRIFT_WINDOW = 600
+
+
+@dataclass
+class Stack:
+    """URLs of the running parts and the webhook's inbox."""
+
+    inference: str
+    drift: str
+    prometheus: str
+    alertmanager: str
+    webhook: Webhook
+    work: Path
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant query against the live Prometheus; raises on a PromQL error."""
+        response = httpx.get(
+            self.prometheus + "/api/v1/query", params={"query": expr}, timeout=10, trust_env=False
+        )
+        body = response.json()
+        if body.get("status") != "success":
+            raise AssertionError(f"query failed: {expr}\n{body.get('error', body)}")
+        return body["data"]["result"]
+
+    def active_alerts(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Alerts Prometheus holds as pending or firing right now."""
+        response = httpx.get(self.prometheus + "/api/v1/alerts", timeout=10, trust_env=False)
+        alerts = response.json()["data"]["alerts"]
+        return [a for a in alerts if name is None or a["labels"]["alertname"] == name]
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{process.log_tail(1500)}" for name, process in self.processes.items()
+        )
+
+
+def prometheus_config(stack_ports: Mapping[str, int], rules: Path) -> dict[str, Any]:
+    def job(name: str, port: int) -> dict[str, Any]:
+        return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+
+    return {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "alerting": {
+            "alertmanagers": [
+                {"static_configs": [{"targets": [f"127.0.0.1:{stack_ports['alertmanager']}"]}]}
+            ]
+        },
+        "rule_files": [str(rules)],
+        "scrape_configs": [
+            job(INFERENCE_JOB, stack_ports["inference"]),
+            job(DRIFT_JOB, stack_ports["drift"]),
+        ],
+    }
+
+
+def alertmanager_config(webhook_url: str) -> dict[str, Any]:
+    return {
+        "route": {
+            "receiver": "webhook",
+            "group_by": ["..."],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [
+            {"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}
+        ],
+    }
+
+
+@contextlib.contextmanager
+def monitoring_stack(
+    model_dir: Path, work: Path, rule_params: Mapping[str, Any], service_env: Mapping[str, str]
+) -> Iterator[Stack]:
+    """Start everything (Alertmanager before Prometheus), yield, stop everything."""
+    from tests.charts.render import write_rules_file
+
+    prometheus_bin = require_tool("prometheus")
+    alertmanager_bin = require_tool("prometheus-alertmanager")
+    params = {
+        "selector": f'job="{INFERENCE_JOB}"',
+        "driftSelector": f'job="{DRIFT_JOB}"',
+        **rule_params,
+    }
+    rules = write_rules_file(work / "rules.yaml", {"prometheusRule.params": params})
+    ports = {name: free_port() for name in ("inference", "drift", "prometheus", "alertmanager")}
+    log = work / "predictions.jsonl"
+    inference = python_module(
+        "inference",
+        "services.inference",
+        work,
+        {
+            "SLIPWAY_MODEL_SOURCE": str(model_dir),
+            "SLIPWAY_MODEL_NAME": MODEL_NAME,
+            "SLIPWAY_HOST": "127.0.0.1",
+            "SLIPWAY_PORT": str(ports["inference"]),
+            "SLIPWAY_PREDICTION_LOG_PATH": str(log),
+            "SLIPWAY_RELOAD_INTERVAL_S": "0",
+            "SLIPWAY_FAULT_INJECTION": "true",
+            "SLIPWAY_DRAIN_SECONDS": "0",
+            "SLIPWAY_THREADS": "1",
+            **service_env,
+        },
+    )
+    drift = python_module(
+        "drift",
+        "services.drift",
+        work,
+        {
+            "SLIPWAY_DRIFT_PREDICTION_LOG_PATH": str(log),
+            "SLIPWAY_DRIFT_REFERENCE": str(model_dir),
+            "SLIPWAY_DRIFT_WINDOW": str(DRIFT_WINDOW),
+            "SLIPWAY_DRIFT_MIN_RECORDS": str(DRIFT_WINDOW),
+            "SLIPWAY_DRIFT_INTERVAL_S": "0.5",
+            "SLIPWAY_DRIFT_STATE_PATH": str(work / "drift-state.json"),
+            "SLIPWAY_DRIFT_PORT": str(ports["drift"]),
+        },
+    )
+    (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(ports, rules)))
+    with Webhook() as webhook:
+        (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(webhook.url)))
+        alertmanager = Process(
+            "alertmanager",
+            [
+                alertmanager_bin,
+                f"--config.file={work / 'alertmanager.yml'}",
+                f"--storage.path={work / 'alertmanager-data'}",
+                f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            work / "alertmanager.log",
+            {},
+        )
+        prometheus = Process(
+            "prometheus",
+            [
+                prometheus_bin,
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={work / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+                "--rules.alert.resend-delay=1s",
+                "--log.level=warn",
+            ],
+            work / "prometheus.log",
+            {},
+        )
+        stack = Stack(
+            inference=f"http://127.0.0.1:{ports['inference']}",
+            drift=f"http://127.0.0.1:{ports['drift']}",
+            prometheus=f"http://127.0.0.1:{ports['prometheus']}",
+            alertmanager=f"http://127.0.0.1:{ports['alertmanager']}",
+            webhook=webhook,
+            work=work,
+            processes={
+                "inference": inference,
+                "drift": drift,
+                "alertmanager": alertmanager,
+                "prometheus": prometheus,
+            },
+        )
+        with running(inference, drift, alertmanager):
+            inference.wait_http(stack.inference + "/readyz", timeout=120)
+            drift.wait_http(stack.drift + "/readyz", timeout=60)
+            alertmanager.wait_http(stack.alertmanager + "/-/ready", timeout=60)
+            with running(prometheus):
+                prometheus.wait_http(stack.prometheus + "/-/ready", timeout=60)
+                wait_for(
+                    "Prometheus to scrape both targets",
+                    lambda: len(stack.query('up{job=~"inference|drift"} == 1')) == 2,
+                    60,
+                )
+                yield stack
