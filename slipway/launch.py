@@ -160,7 +160,7 @@ def _check_devices(config: TrainConfig, gpus_per_node: int) -> None:
 def run_torchrun(command: list[str], env: dict[str, str] | None = None) -> None:
     """Run torchrun, pass its output through as it comes, and fail with its last lines."""
     log.info("starting: %s", " ".join(command[:8]) + " ...")
-    tail: deque[str] = deque(maxlen=20)
+    tail: deque[str] = deque(maxlen=200)
     with subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -177,7 +177,8 @@ def run_torchrun(command: list[str], env: dict[str, str] | None = None) -> None:
             tail.extend(line.decode(errors="replace").rstrip("\r") for line in lines)
         code = proc.wait()
     if code != 0:
-        errors = [line for line in tail if "Error" in line or "error" in line]
+        ours = [line for line in tail if line.startswith("error: ")]
+        errors = ours or [line for line in tail if "Error" in line]
         last = errors[-1] if errors else (tail[-1] if tail else "no output")
         raise LaunchError(f"torchrun exited with status {code}: {last.strip()}")
 
