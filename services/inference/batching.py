@@ -62,6 +62,14 @@ class _Item:
         self.enqueued = time.monotonic()
 
 
+def _post(loop: asyncio.AbstractEventLoop, results: list[Any]) -> None:
+    """Hand results to the loop; if it has closed, nobody is waiting for them any more."""
+    try:
+        loop.call_soon_threadsafe(_settle, results)
+    except RuntimeError:
+        log.debug("event loop closed; dropped %d result(s)", len(results))
+
+
 def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, value, error in results:
         if future.done():
@@ -220,7 +228,7 @@ class InferenceWorker:
             result, error = fn(), None
         except Exception as exc:
             result, error = None, exc
-        loop.call_soon_threadsafe(_settle, [(future, result, error)])
+        _post(loop, [(future, result, error)])
 
     def _process(self, batch: list[_Item]) -> None:
         now = time.monotonic()
@@ -238,7 +246,7 @@ class InferenceWorker:
         if live:
             results += self._forward(live)
         if results:
-            batch[0].loop.call_soon_threadsafe(_settle, results)
+            _post(batch[0].loop, results)
 
     def _forward(self, items: list[_Item]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
         slot = items[0].slot

@@ -49,9 +49,9 @@ function renderResult(file, prediction) {
   title.firstChild.textContent = prediction.top_class;
   title.lastChild.textContent = `${file.name}, ${prediction.width}×${prediction.height}`;
   scores.appendChild(title);
-  for (const item of prediction.top_k) {
+  prediction.top_k.forEach((item, rank) => {
     const row = document.createElement("div");
-    row.className = "row";
+    row.className = rank === 0 ? "row top" : "row";
     const name = document.createElement("span");
     name.className = "label";
     name.textContent = item.class;
@@ -66,7 +66,7 @@ function renderResult(file, prediction) {
     num.textContent = (100 * item.probability).toFixed(1) + "%";
     row.append(name, track, num);
     scores.appendChild(row);
-  }
+  });
   card.append(img, scores);
   return card;
 }
