@@ -7,6 +7,7 @@ instead, and a test checks that the contract and the code agree.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
@@ -63,7 +64,8 @@ def contract_series() -> set[str]:
     return {series for name, kind in CONTRACT.items() for series in series_names(name, kind)}
 
 
-def registry_series() -> set[str] | None:
+@cache
+def registry_series() -> frozenset[str] | None:
     """Series names from the services' own registries, or None when their code is absent."""
     try:
         from services.drift.metrics import DriftMetrics
@@ -77,9 +79,9 @@ def registry_series() -> set[str] | None:
     for registry in (inference.registry, DriftMetrics(psi_threshold=0.2).registry):
         for family in registry.collect():
             names |= {sample.name for sample in family.samples}
-    return {name for name in names if not name.endswith("_created")}
+    return frozenset(name for name in names if not name.endswith("_created"))
 
 
-def service_series() -> set[str]:
+def service_series() -> frozenset[str]:
     """Series the services define: from their registries when importable, else the contract."""
-    return registry_series() or contract_series()
+    return registry_series() or frozenset(contract_series())

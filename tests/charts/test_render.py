@@ -61,3 +61,19 @@ def test_install_notes_explain_how_to_call_the_service(scenario: str) -> None:
     assert "/v1/predict" in notes
     assert "helm test slipway -n ml-serving" in notes
     assert ("service/slipway-inference-drift" in notes) == (scenario == "drift")
+
+
+def test_packaged_chart_carries_alerts_and_dashboards_not_ci(tmp_path: Path) -> None:
+    import tarfile
+
+    result = helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("inference-*.tgz")
+    assert str(archive) in result.stdout
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert "inference/files/alerts/inference.yaml" in names
+    assert "inference/files/dashboards/model.json" in names
+    assert "inference/RUNBOOK.md" in names and "inference/values.schema.json" in names
+    assert not [name for name in names if name.startswith("inference/ci/")]
+    rendered = helm("template", "slipway", str(archive), "--set", "prometheusRule.enabled=true")
+    assert "kind: PrometheusRule" in rendered.stdout
