@@ -75,6 +75,45 @@ def to_kfp_cron(expression: str) -> str:
     raise SubmitError(f"--schedule needs a cron expression of 5 or 6 fields, got {expression!r}")
 
 
+def preflight(
+    host: str, token: str | None, cookie: str | None, ssl_ca_cert: str | None, timeout: float = 10
+) -> None:
+    """Ask the API's healthz once, so a wrong host or missing credentials fail fast and clearly.
+
+    (`kfp.Client` would retry for half a minute and log traces before failing.)
+    """
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    if not host.startswith(("http://", "https://")):
+        raise SubmitError(f"--host must be an http(s) URL, got {host!r}")
+    request = urllib.request.Request(f"{host.rstrip('/')}/apis/v2beta1/healthz")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if cookie:
+        request.add_header("Cookie", cookie)
+    context = ssl.create_default_context(cafile=ssl_ca_cert) if host.startswith("https") else None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            kind = response.headers.get("Content-Type", "")
+            body = response.read(2048)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise SubmitError(
+                f"{host} has no KFP API (HTTP 404 for /apis/v2beta1/healthz); "
+                "the URL usually ends in /pipeline or is the ml-pipeline service"
+            ) from None
+        raise _explain(host, exc) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SubmitError(f"cannot reach the KFP API at {host}: {reason}") from None
+    if "json" not in kind and body.lstrip().startswith(b"<"):
+        raise SubmitError(
+            f"{host} answered with a web page (a login redirect?): pass --cookie or --token"
+        )
+
+
 def _client(
     host: str,
     namespace: str | None,
@@ -94,7 +133,7 @@ def _client(
 
 def _explain(host: str, exc: Exception) -> SubmitError:
     """One line a person can act on, instead of a urllib3 / swagger trace."""
-    status = getattr(exc, "status", None)
+    status = getattr(exc, "status", None) or getattr(exc, "code", None)
     if status in (401, 403):
         return SubmitError(
             f"{host} refused the request (HTTP {status}): authentication failed; "
@@ -129,7 +168,9 @@ def submit(
     have changed since the last run, and a cached prepare step would hide that.
     """
     cron = to_kfp_cron(schedule) if schedule else None
-    with tempfile.TemporaryDirectory() as tmp:
+    preflight(host, token, cookie, ssl_ca_cert)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
         package = compile_pipeline(Path(tmp) / "training.yaml", opts)
         try:
             client = _client(host, namespace, token, cookie, ssl_ca_cert)

@@ -1,0 +1,112 @@
+"""`slipway pipeline submit` fails with one clear line when the KFP API is unusable."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from pipelines.run import SubmitError, to_kfp_cron
+
+
+def _slipway(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "from slipway.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A local HTTP server answering every request with the given status and body."""
+    status, kind, body = request.param
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer  # noqa: N815 - http.server's method names
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_unreachable_host() -> None:
+    line = _one_line_error(
+        _slipway("pipeline", "submit", "--host", f"http://127.0.0.1:{_free_port()}")
+    )
+    assert "cannot reach the KFP API" in line
+
+
+@pytest.mark.parametrize(
+    "server", [(401, "application/json", b'{"error":"unauthorized"}')], indirect=True
+)
+def test_rejected_credentials(server: str) -> None:
+    line = _one_line_error(_slipway("pipeline", "submit", "--host", server, "--token", "bad"))
+    assert "HTTP 401" in line and "authentication failed" in line
+
+
+@pytest.mark.parametrize("server", [(404, "text/plain", b"not found")], indirect=True)
+def test_wrong_path(server: str) -> None:
+    line = _one_line_error(_slipway("pipeline", "submit", "--host", server))
+    assert "has no KFP API" in line
+
+
+@pytest.mark.parametrize("server", [(200, "text/html", b"<html>Log in</html>")], indirect=True)
+def test_login_page_instead_of_api(server: str) -> None:
+    line = _one_line_error(_slipway("pipeline", "submit", "--host", server))
+    assert "login redirect" in line
+
+
+def test_bad_schedule_and_bad_host_fail_before_any_request() -> None:
+    line = _one_line_error(
+        _slipway("pipeline", "submit", "--host", "http://127.0.0.1:9", "--schedule", "daily")
+    )
+    assert "cron expression of 5 or 6 fields" in line
+    assert "http(s) URL" in _one_line_error(_slipway("pipeline", "submit", "--host", "kfp.local"))
+
+
+def test_unknown_parameter_is_refused() -> None:
+    line = _one_line_error(
+        _slipway("pipeline", "submit", "--host", "http://127.0.0.1:9", "--set", "nope=1")
+    )
+    assert "unknown pipeline parameter 'nope'" in line
+
+
+def test_cron_gets_a_seconds_field() -> None:
+    assert to_kfp_cron("0 3 * * *") == "0 0 3 * * *"
+    assert to_kfp_cron("30 0 3 * * 1") == "30 0 3 * * 1"
+    with pytest.raises(SubmitError):
+        to_kfp_cron("* *")
+
+
+def _free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
