@@ -12,7 +12,7 @@ DATA := $(WORK)/data/fashion-mnist
 MODEL := $(WORK)/models/demo
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format venv clean tools
+.PHONY: run test lint format venv clean tools base-image images test-images
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,36 @@ run: $(VENV)/.installed-run
 tools:
 	PYTHON=$(PYTHON) scripts/install-tools.sh
 
-## test: install the dev extra and the tools, and run the whole suite
+## test: install the dev extra and the tools, and run the whole suite except the image builds
 test: $(VENV)/.installed-dev tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not images" $(PYTEST_ARGS)
+
+# Container images (README "Container images"). podman by default (scripts/containers.conf);
+# CONTAINER=docker works too. BASE_IMAGE=localhost/slipway-base:bookworm after `make base-image`
+# where no registry is reachable; IMAGE_BUILD_ARGS passes extra build options.
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTAINER ?= podman
+BASE_IMAGE ?= python:3.11-slim-bookworm
+SERVE_IMAGE ?= ghcr.io/slipway/serve:$(IMAGE_VERSION)
+TRAIN_IMAGE ?= ghcr.io/slipway/slipway-train:$(IMAGE_VERSION)
+IMAGE_BUILD_ARGS ?=
+IMAGE_BUILD = CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf $(CONTAINER) build \
+	$(if $(filter podman,$(CONTAINER)),--format docker) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	$(IMAGE_BUILD_ARGS)
+
+## base-image: offline stand-in for python:3.11-slim-bookworm (mmdebstrap + podman, as root)
+base-image:
+	scripts/base-image.sh
+
+## images: build the serving image (CPU) and the training image (CUDA torch wheels, ~3 GB)
+images:
+	$(IMAGE_BUILD) -f Dockerfile.serve -t $(SERVE_IMAGE) .
+	$(IMAGE_BUILD) -f Dockerfile.train -t $(TRAIN_IMAGE) .
+
+## test-images: build the serving image and the training image without torch from the offline
+## base with podman, and run them (tests/images)
+test-images: $(VENV)/.installed-dev
+	$(PY) -m pytest -m images tests/images $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
