@@ -9,7 +9,8 @@ WORK ?= .slipway
 PER_CLASS ?= 1000
 EPOCHS ?= 3
 DATA := $(WORK)/data/fashion-mnist
-MODEL := $(WORK)/models/demo
+MODEL_NAME ?= slipway-classifier
+MLFLOW_URI ?= sqlite:///$(WORK)/mlflow.db
 PYTEST_ARGS ?=
 
 .PHONY: run test lint format venv clean tools base-image images test-images
@@ -28,14 +29,13 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 
 venv: $(VENV)/.installed-dev
 
-## run: demo data -> train -> evaluate on the embedded default (no cluster needed)
+## run: demo data -> training pipeline (kfp.local: prepare, train, evaluate, export, register
+## with the promotion gate) -> MLflow registry in $(WORK)/mlflow.db; no cluster needed
 run: $(VENV)/.installed-run
 	@start=$$(date +%s); \
 	$(SLIPWAY) data demo --out $(DATA) --per-class $(PER_CLASS) && \
-	$(SLIPWAY) train --data $(DATA) --out $(MODEL) --epochs $(EPOCHS) && \
-	$(SLIPWAY) evaluate --model $(MODEL) --data $(DATA) --split test && \
-	echo "model folder: $(MODEL) (model.pt, model_card.json, report.md)" && \
-	echo "dataset:      $(DATA)" && \
+	$(SLIPWAY) pipeline run --local --data $(DATA) --epochs $(EPOCHS) \
+	  --model-name $(MODEL_NAME) --tracking-uri $(MLFLOW_URI) --work $(WORK) && \
 	echo "took $$(( $$(date +%s) - start )) s"
 
 ## tools: helm, kubectl and checkov for the chart and cluster tests, into tools/ (idempotent)

@@ -1,5 +1,6 @@
 """Compile the training pipeline, run it on this machine with kfp.local, or submit it to KFP."""
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -37,12 +38,14 @@ def run_local(
     pipeline_root: Path,
     fresh: bool = False,
     opts: ClusterOptions | None = None,
+    log_file: Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline with kfp.local in this environment; return its outputs.
 
     `SubprocessRunner(use_venv=False)` runs each step as a process of this virtual environment,
     which is what the training image is on the cluster. Caching is on unless `fresh`; train and
-    register are never cached.
+    register are never cached. With `log_file`, the steps' own output (long executor JSON
+    included) goes there and only kfp's step status lines reach the terminal.
     """
     from kfp import local
 
@@ -54,14 +57,20 @@ def run_local(
     )
     pipeline = build_pipeline((opts or ClusterOptions()).for_local_run())
     began = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            # Expected here: kfp.local ignores resources and runs the image's code in this venv.
-            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
-            warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
-            task = pipeline(**params)
-    except RuntimeError as exc:
-        raise LocalRunError(f"the pipeline failed: {exc} (the step's log is above)") from exc
+    where = f"the step's log is in {log_file}" if log_file else "the step's log is above"
+    with contextlib.ExitStack() as stack:
+        if log_file is not None:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            stream = stack.enter_context(log_file.open("w"))
+            stack.enter_context(contextlib.redirect_stdout(stream))
+        try:
+            with warnings.catch_warnings():
+                # Expected: kfp.local ignores resources and runs the image's code in this venv.
+                warnings.filterwarnings("ignore", message=".*no effect in the current local")
+                warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
+                task = pipeline(**params)
+        except RuntimeError as exc:
+            raise LocalRunError(f"the pipeline failed: {exc} ({where})") from exc
     return {**task.outputs, "seconds": time.perf_counter() - began}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -138,6 +139,9 @@ def run_cmd(
     work: Annotated[Path, typer.Option(help="Pipeline root and checkpoints go here.")] = WORK,
     sets: Sets = None,
     fresh: Fresh = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Stream every step's output (else: to a log file).")
+    ] = False,
 ) -> None:
     """Run the whole pipeline locally and print a summary (use `submit` for a cluster)."""
     from pipelines.run import run_local
@@ -167,7 +171,12 @@ def run_cmd(
         checkpoint_root=str((work / "checkpoints").resolve()),
         git_commit=git_revision(Path.cwd()),
     )
-    outputs = run_local(_params(given, sets), (work / "pipeline-root").resolve(), fresh=fresh)
+    log_file = None if verbose else work / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    if log_file:
+        typer.echo(f"step output goes to {log_file} (--verbose shows it here)")
+    outputs = run_local(
+        _params(given, sets), (work / "pipeline-root").resolve(), fresh=fresh, log_file=log_file
+    )
     _print_summary(uri, model_name or "slipway-classifier", outputs)
 
 
