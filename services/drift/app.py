@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -30,6 +31,7 @@ class State:
         self.metrics = DriftMetrics(settings.psi_threshold)
         self.monitor: DriftMonitor | None = None
         self.error = "starting"
+        self.lock = threading.Lock()  # the window changes in the loop's thread
 
     def cycle(self) -> None:
         """Load the reference if needed, then read and evaluate once."""
@@ -40,7 +42,8 @@ class State:
             self.monitor = DriftMonitor(reference, self.settings)
             log.info("reference loaded from %s", self.settings.reference)
         before, invalid = self.monitor.records_read, self.monitor.invalid
-        evaluation = self.monitor.run_once()
+        with self.lock:
+            evaluation = self.monitor.run_once()
         self.metrics.update(
             evaluation, self.monitor.records_read - before, self.monitor.invalid - invalid
         )
@@ -115,6 +118,8 @@ def create_app(settings: Settings) -> FastAPI:
     def report(state: StateDep) -> HTMLResponse | JSONResponse:
         if state.monitor is None or state.monitor.last is None:
             return _not_ready(state)
-        return HTMLResponse(render_report(state.monitor, state.monitor.last))
+        with state.lock:
+            page = render_report(state.monitor, state.monitor.last)
+        return HTMLResponse(page)
 
     return app

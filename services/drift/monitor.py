@@ -9,10 +9,12 @@ Per feature it reports one score (PSI) and a decision:
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
 import os
+import re
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -99,6 +101,16 @@ def parse_record(line: str, classes: list[str]) -> tuple[float, float, str, floa
     return values
 
 
+BACKUP = re.compile(r"\.\d+$")
+
+
+def _timestamp(line: str) -> float:
+    try:
+        return float(json.loads(line).get("ts", 0.0))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
 class DriftMonitor:
     """Reads new prediction-log records into the window and evaluates it on demand."""
 
@@ -107,7 +119,8 @@ class DriftMonitor:
         self.settings = settings
         self.classes = list(reference.get("classes") or reference["predicted_class_frequencies"])
         self.window: deque[tuple[float, float, str, float]] = deque(maxlen=settings.window)
-        self.reader = RotatingLogReader(settings.prediction_log_path)
+        self.readers: dict[str, RotatingLogReader] = {}
+        self._saved: dict[str, Position] = {}
         self.records_read = 0
         self.invalid = 0
         self.last: Evaluation | None = None
@@ -132,8 +145,11 @@ class DriftMonitor:
     def poll(self) -> int:
         """Read what the service logged since the last poll; returns the number of records."""
         added = 0
-        for line in self.reader.read_new():
-            record = parse_record(line, self.classes)
+        lines = [line for reader in self._current_readers() for line in reader.read_new()]
+        parsed = [(parse_record(line, self.classes), line) for line in lines]
+        if len(self.readers) > 1:  # several writers: newest last, by the records' timestamps
+            parsed.sort(key=lambda item: _timestamp(item[1]))
+        for record, _ in parsed:
             if record is None:
                 self.invalid += 1
                 continue
@@ -141,6 +157,21 @@ class DriftMonitor:
             added += 1
         self.records_read += added
         return added
+
+    def _current_readers(self) -> list[RotatingLogReader]:
+        """One reader per log: the path itself, or every file a glob pattern matches now.
+
+        A pattern (e.g. `/logs/*.jsonl`, one file per service replica) never matches numbered
+        backups; each reader follows its own file's rotations.
+        """
+        pattern = str(self.settings.prediction_log_path)
+        paths = [pattern]
+        if glob.has_magic(pattern):
+            paths = sorted(p for p in glob.glob(pattern) if not BACKUP.search(p))
+        for path in paths:
+            if path not in self.readers:
+                self.readers[path] = RotatingLogReader(path, self._saved.get(path))
+        return [self.readers[path] for path in sorted(self.readers)]
 
     def evaluate(self, now: float | None = None) -> Evaluation:
         """Judge the current window against the reference."""
@@ -196,7 +227,11 @@ class DriftMonitor:
         if path is None:
             return
         state = {
-            "position": self.reader.position.to_dict() if self.reader.position else None,
+            "positions": {
+                path: reader.position.to_dict()
+                for path, reader in self.readers.items()
+                if reader.position is not None
+            },
             "records_read": self.records_read,
             "window": list(self.window),
         }
@@ -211,8 +246,10 @@ class DriftMonitor:
             return
         try:
             state = json.loads(path.read_text())
-            position = state.get("position")
-            self.reader.position = Position.from_dict(position) if position else None
+            self._saved = {
+                path: Position.from_dict(position)
+                for path, position in state.get("positions", {}).items()
+            }
             self.records_read = int(state.get("records_read", 0))
             self.window.extend(tuple(record) for record in state.get("window", []))
         except (ValueError, KeyError, TypeError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,7 +14,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLIPWAY_DRIFT_", extra="ignore")
 
     prediction_log_path: Path = Field(
-        Path("predictions.jsonl"), description="The inference service's JSONL prediction log."
+        Path("predictions.jsonl"),
+        description="The service's JSONL prediction log, or a glob matching one log per replica.",
     )
     reference: str = Field(
         "", description="reference.json, a model folder, or models:/<name>@<alias> in MLflow."
@@ -34,3 +35,13 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8081, ge=0, le=65535, description="Port to listen on.")
     log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("state_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()

@@ -151,6 +151,29 @@ def test_state_file_resumes_offsets_and_window_after_a_restart(
     assert restarted.records_read == 350
 
 
+def test_a_glob_reads_one_log_per_replica_in_time_order_and_resumes(
+    tmp_path: Path, reference_dir: Path, normal: list[dict], shifted: list[dict]
+) -> None:
+    settings = _settings(
+        tmp_path, reference_dir, window=100, min_records=100, state_path=tmp_path / "state.json"
+    )
+    settings.prediction_log_path = tmp_path / "replica-*.jsonl"
+    reference = json.loads((reference_dir / "reference.json").read_text())
+    stamped = [dict(r, ts=float(i)) for i, r in enumerate(normal[:100] + shifted[:100])]
+    _append(tmp_path / "replica-a.jsonl", stamped[0::2])  # both replicas write old and new
+    _append(tmp_path / "replica-b.jsonl", stamped[1::2])
+    _append(tmp_path / "replica-a.jsonl.1", [dict(normal[0], ts=-1.0)])  # a's older history
+    monitor = DriftMonitor(reference, settings)
+    evaluation = monitor.run_once()
+    assert sorted(Path(p).name for p in monitor.readers) == ["replica-a.jsonl", "replica-b.jsonl"]
+    assert (monitor.records_read, monitor.invalid) == (201, 0)
+    assert evaluation.features["brightness"].detected, "the window holds the newest 100: shifted"
+    _append(tmp_path / "replica-b.jsonl", normal[100:110])
+    _append(tmp_path / "replica-c.jsonl", normal[110:115])
+    restarted = DriftMonitor(reference, settings)
+    assert restarted.poll() == 15
+
+
 def _metric(text: str, name: str, feature: str | None = None) -> float:
     label = f'{{feature="{feature}"}}' if feature else ""
     for line in text.splitlines():
