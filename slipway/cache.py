@@ -131,6 +131,7 @@ def build_pixel_cache(
         batch_size=None,
         num_workers=workers,
         collate_fn=_as_is,
+        generator=torch.Generator().manual_seed(0),  # leave the global RNG to training
         prefetch_factor=8 if workers else None,
     )
     bar = tqdm(loader, total=len(source), desc="pixel cache", unit="img", disable=not progress)

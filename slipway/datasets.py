@@ -129,13 +129,16 @@ def batch_loader(
     """A DataLoader that hands each worker whole batches of positions from `sampler`.
 
     Persistent workers keep their memmap (or in-memory pixels) across epochs, and
-    `prefetch_factor` batches per worker are decoded ahead of the accelerator.
+    `prefetch_factor` batches per worker are decoded ahead of the accelerator. The loader seeds
+    its workers from its own generator, never from the global RNG that dropout draws from, so
+    the number of workers does not change the trained model.
     """
     batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
     return torch.utils.data.DataLoader(
         dataset,
         sampler=batches,
         batch_size=None,
+        generator=torch.Generator().manual_seed(0),
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,

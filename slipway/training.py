@@ -179,6 +179,7 @@ class _Run:
         steps = config.max_batches_per_epoch or len(self.train_loader)
         self.steps = min(steps, len(self.train_loader))
 
+        seed_everything(config.seed)  # the same initial weights, whatever ran before
         model = build_model(config.arch, len(scan.classes), self.prep.channels, config.weights_path)
         model.to(self.device)
         if cuda:
