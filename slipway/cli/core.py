@@ -73,6 +73,12 @@ def train_cmd(
     patience: Annotated[int, typer.Option(min=1, help="Early-stop patience in epochs.")] = 3,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
     weights: Annotated[Path | None, typer.Option(help="Local pretrained state-dict file.")] = None,
+    nproc_per_node: Annotated[
+        int, typer.Option(min=1, help="Processes (one per GPU) under torchrun; batch is global.")
+    ] = 1,
+    cache: Annotated[
+        Path | None, typer.Option(help="Folder for the pre-decoded pixel cache (memmap).")
+    ] = None,
 ) -> None:
     """Train a classifier and write a self-describing model folder."""
     from slipway.models import ARCHITECTURES
@@ -80,7 +86,8 @@ def train_cmd(
     _require_dir(data, "dataset")
     if arch not in ARCHITECTURES:
         raise DataError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    from slipway.training import TrainConfig, train
+    from slipway.launch import run_training
+    from slipway.training import TrainConfig
 
     config = TrainConfig(
         arch=arch,
@@ -92,8 +99,9 @@ def train_cmd(
         patience=patience,
         num_workers=workers,
         weights_path=str(weights) if weights else None,
+        cache_dir=str(cache) if cache else None,
     )
-    result = train(data, out, config)
+    result = run_training(data, out, config, gpus_per_node=nproc_per_node)
     last = result.history[-1]
     typer.echo(
         f"trained {arch} for {last.epoch} epoch(s), best epoch {result.best_epoch}, "

@@ -168,3 +168,15 @@ def test_batch_must_split_evenly_over_processes(demo_data: Path, tmp_path: Path)
     with pytest.raises(SlipwayError, match="batch_size 15 must be divisible"):
         run_training(demo_data, tmp_path / "m", config, gpus_per_node=2)
     assert not (tmp_path / "m").exists()  # refused before any process started
+
+
+def test_cli_refuses_a_batch_that_does_not_split_in_one_line(
+    demo_data: Path, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-c", "from slipway.cli import main; main()", "train"]
+    command += ["--data", str(demo_data), "--out", str(tmp_path / "m")]
+    command += ["--nproc-per-node", "3", "--batch-size", "64"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "batch_size 64 must be divisible by the number of processes" in result.stderr
+    assert "Traceback" not in result.stderr
