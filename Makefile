@@ -11,6 +11,10 @@ EPOCHS ?= 3
 DATA := $(WORK)/data/fashion-mnist
 MODEL_NAME ?= slipway-classifier
 MLFLOW_URI ?= sqlite:///$(WORK)/mlflow.db
+# What `make run` serves at the end: a registry alias, or a model folder path.
+SERVE_SOURCE ?= models:/$(MODEL_NAME)@production
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: run test lint format venv clean tools base-image images test-images
@@ -30,13 +34,20 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 venv: $(VENV)/.installed-dev
 
 ## run: demo data -> training pipeline (kfp.local: prepare, train, evaluate, export, register
-## with the promotion gate) -> MLflow registry in $(WORK)/mlflow.db; no cluster needed
+## with the promotion gate) -> MLflow registry in $(WORK)/mlflow.db -> inference service on
+## $(SERVE_HOST):$(SERVE_PORT) serving $(SERVE_SOURCE); no cluster needed
 run: $(VENV)/.installed-run
 	@start=$$(date +%s); \
 	$(SLIPWAY) data demo --out $(DATA) --per-class $(PER_CLASS) && \
 	$(SLIPWAY) pipeline run --local --data $(DATA) --epochs $(EPOCHS) \
 	  --model-name $(MODEL_NAME) --tracking-uri $(MLFLOW_URI) --work $(WORK) && \
-	echo "took $$(( $$(date +%s) - start )) s"
+	echo "took $$(( $$(date +%s) - start )) s" && \
+	echo "serving $(SERVE_SOURCE) in the foreground (Ctrl-C stops it); in another shell:" && \
+	echo "  curl -s -F files=@$$(ls $(DATA)/*/*.png | head -n 1) 'http://$(SERVE_HOST):$(SERVE_PORT)/v1/predict?top_k=3'" && \
+	echo "  web page: http://$(SERVE_HOST):$(SERVE_PORT)/" && \
+	SLIPWAY_DRAIN_SECONDS=0 exec $(SLIPWAY) serve --model $(SERVE_SOURCE) \
+	  --tracking-uri $(MLFLOW_URI) --host $(SERVE_HOST) --port $(SERVE_PORT) \
+	  --prediction-log $(WORK)/predictions.jsonl
 
 ## tools: helm, kubectl and checkov for the chart and cluster tests, into tools/ (idempotent)
 tools:
