@@ -230,6 +230,9 @@ def test_service_process_serves_gauges_summary_and_report_and_resumes(
         assert "DRIFT" in page.text
         read = _metric(httpx.get(url + "/metrics").text, "slipway_drift_records_read_total")
         assert read == 1000
+        fetched = _cli("drift", "report", "--url", url, "--out", str(tmp_path / "live.html"))
+        assert fetched.returncode == 0, fetched.stderr
+        assert (tmp_path / "live.html").read_text().count("<svg") == 4
 
     _append(log, shifted[400:450])
     with python_module("drift-restarted", "services.drift", tmp_path, env) as process:
