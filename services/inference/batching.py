@@ -254,6 +254,14 @@ class InferenceWorker:
         try:
             if model is None:
                 raise RuntimeError(f"model {slot.name} is not loaded")
+            shape = model.transform.input_shape
+            stale = [i for i in items if i.array.shape != shape]
+            if stale:
+                # A new version with another input size went live while these were queued.
+                error = UnavailableError("the model version changed during the request; retry")
+                items = [i for i in items if i.array.shape == shape]
+                done = [(i.future, None, error) for i in stale]
+                return done + (self._forward(items) if items else [])
             mode = self.fault.current()
             if mode == "error":
                 raise RuntimeError("injected fault")

@@ -149,31 +149,36 @@ class InferenceService:
         began = time.perf_counter()
         model = self.current(slot)
         self.worker.admit(slot, len(payloads))
+        gauge = self.metrics.in_flight.labels(slot.name)
+        gauge.inc()
         try:
-            inputs = await run_in_threadpool(
-                prepare_many, payloads, model.transform, self.settings.max_image_pixels
-            )
-        except BaseException:
-            self.worker.release(len(payloads))
-            raise
-        return await self._run(slot, inputs, route, began)
+            try:
+                inputs = await run_in_threadpool(
+                    prepare_many, payloads, model.transform, self.settings.max_image_pixels
+                )
+            except BaseException:
+                self.worker.release(len(payloads))
+                raise
+            return await self._run(slot, inputs, route, began)
+        finally:
+            gauge.dec()
 
     async def predict_tensors(self, slot: ModelSlot, inputs: list[Prepared], route: str) -> Answer:
         """Predict already preprocessed float32 (C, H, W) inputs."""
         began = time.perf_counter()
         self.current(slot)
         self.worker.admit(slot, len(inputs))
-        return await self._run(slot, inputs, route, began)
+        gauge = self.metrics.in_flight.labels(slot.name)
+        gauge.inc()
+        try:
+            return await self._run(slot, inputs, route, began)
+        finally:
+            gauge.dec()
 
     async def _run(
         self, slot: ModelSlot, inputs: list[Prepared], route: str, began: float
     ) -> Answer:
-        gauge = self.metrics.in_flight.labels(slot.name)
-        gauge.inc()
-        try:
-            predictions = await self.worker.submit(slot, [p.array for p in inputs])
-        finally:
-            gauge.dec()
+        predictions = await self.worker.submit(slot, [p.array for p in inputs])
         self._record(inputs, predictions, route, (time.perf_counter() - began) * 1000)
         return Answer(predictions[0].model, inputs, predictions)
 

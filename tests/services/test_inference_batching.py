@@ -1,0 +1,97 @@
+"""The batcher with the real exported model: batches form, the queue is bounded, drain refuses."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from services.inference.batching import InferenceWorker
+from services.inference.errors import UnavailableError
+from services.inference.metrics import Metrics
+from services.inference.model import ModelSlot, load_version
+from services.inference.source import ModelSource
+from tests.services.inference_helpers import metric_value
+
+
+@pytest.fixture(scope="module")
+def slot(trained_model: Path) -> ModelSlot:
+    source = ModelSource(str(trained_model))
+    slot = ModelSlot("tiny", source)
+    slot.swap(load_version(source, source.resolve(), "tiny", "onnxruntime", "cpu", 1))
+    return slot
+
+
+def _inputs(slot: ModelSlot, count: int) -> list[np.ndarray]:
+    shape = slot.current.transform.input_shape
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(count)]
+
+
+def _text(metrics: Metrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+def test_requests_on_their_way_are_batched_together(slot: ModelSlot) -> None:
+    metrics = Metrics()
+    worker = InferenceWorker(metrics, max_batch=8, max_wait_s=5.0, max_queue=16)
+    worker.start()
+    arrays = _inputs(slot, 8)
+
+    async def scenario() -> list:
+        for _ in arrays:  # eight requests admitted, still "decoding"
+            worker.admit(slot, 1)
+        results = await asyncio.gather(*(worker.submit(slot, [a]) for a in arrays))
+        return [r[0] for r in results]
+
+    try:
+        predictions = asyncio.run(scenario())
+    finally:
+        worker.close(10)
+    text = _text(metrics)
+    # One forward of all eight: the full batch closed it, not the 5 s wait.
+    assert metric_value(text, "slipway_inference_batch_size_count", model="tiny") == 1
+    assert metric_value(text, "slipway_inference_batch_size_sum", model="tiny") == 8
+    expected = slot.current.backend.forward(np.stack(arrays))
+    got = np.stack([p.logits for p in predictions])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert all(p.model is slot.current for p in predictions)
+
+
+def test_queue_is_bounded_and_release_returns_room(slot: ModelSlot) -> None:
+    metrics = Metrics()
+    worker = InferenceWorker(metrics, max_queue=4)
+    worker.admit(slot, 3)
+    with pytest.raises(UnavailableError) as refused:
+        worker.admit(slot, 2)
+    assert refused.value.reason == "queue_full" and refused.value.headers["Retry-After"]
+    worker.release(3)
+    worker.admit(slot, 4)
+    text = _text(metrics)
+    assert metric_value(text, "slipway_inference_rejected_total", reason="queue_full") == 1
+
+
+def test_closing_finishes_queued_work_and_refuses_new(slot: ModelSlot) -> None:
+    metrics = Metrics()
+    worker = InferenceWorker(metrics, max_batch=2, max_wait_s=0.0)
+    worker.start()
+    arrays = _inputs(slot, 6)
+
+    async def scenario() -> list:
+        worker.admit(slot, len(arrays))
+        pending = asyncio.ensure_future(worker.submit(slot, arrays))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(worker.close, 30)
+        return await pending
+
+    predictions = asyncio.run(scenario())
+    assert len(predictions) == 6
+    with pytest.raises(UnavailableError) as refused:
+        worker.admit(slot, 1)
+    assert refused.value.reason == "draining"
+    text = _text(metrics)
+    assert metric_value(text, "slipway_inference_rejected_total", reason="draining") == 1
+    assert metric_value(text, "slipway_inference_batch_size_sum", model="tiny") == 6
