@@ -57,12 +57,8 @@ class ServerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {
-            **os.environ,
-            **env,
-            "SLIPWAY_HOST": "127.0.0.1",
-            "SLIPWAY_PORT": str(self.port),
-        }
+        full_env = {**os.environ, "SLIPWAY_DRAIN_SECONDS": "0", **env}
+        full_env.update(SLIPWAY_HOST="127.0.0.1", SLIPWAY_PORT=str(self.port))
         full_env["PYTHONPATH"] = str(ROOT)
         self.log_path = log_path
         self._log = log_path.open("w")
