@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -32,6 +33,7 @@ class State:
         self.monitor: DriftMonitor | None = None
         self.error = "starting"
         self.lock = threading.Lock()  # the window changes in the loop's thread
+        self.resolved_at = 0.0
 
     def cycle(self) -> None:
         """Load the reference if needed, then read and evaluate once."""
@@ -40,7 +42,10 @@ class State:
                 self.settings.reference, self.settings.mlflow_tracking_uri
             )
             self.monitor = DriftMonitor(reference, self.settings)
+            self.resolved_at = time.monotonic()
             log.info("reference loaded from %s", self.settings.reference)
+        else:
+            self.refresh_reference()
         before, invalid = self.monitor.records_read, self.monitor.invalid
         with self.lock:
             evaluation = self.monitor.run_once()
@@ -49,6 +54,24 @@ class State:
         )
         self.error = ""
         log.debug("evaluated %d record(s), drift=%s", evaluation.window_size, evaluation.drift)
+
+    def refresh_reference(self) -> None:
+        """Follow the registry alias: when it moves to another model, judge against that one."""
+        s = self.settings
+        due = time.monotonic() - self.resolved_at >= s.reference_refresh_s
+        if not (s.reference.startswith("models:/") and s.reference_refresh_s and due):
+            return
+        assert self.monitor is not None
+        self.resolved_at = time.monotonic()
+        try:
+            reference = resolve_reference(s.reference, s.mlflow_tracking_uri)
+        except Exception as exc:  # keep judging against the reference already loaded
+            log.warning("cannot refresh the reference from %s: %s", s.reference, exc)
+            return
+        if reference != self.monitor.reference:
+            with self.lock:
+                self.monitor.set_reference(reference)
+            log.info("%s now points to another reference; using it", s.reference)
 
     async def loop(self) -> None:
         while True:

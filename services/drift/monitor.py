@@ -115,9 +115,8 @@ class DriftMonitor:
     """Reads new prediction-log records into the window and evaluates it on demand."""
 
     def __init__(self, reference: dict[str, Any], settings: Settings) -> None:
-        self.reference = reference
         self.settings = settings
-        self.classes = list(reference.get("classes") or reference["predicted_class_frequencies"])
+        self.set_reference(reference)
         self.window: deque[tuple[float, float, str, float]] = deque(maxlen=settings.window)
         self.readers: dict[str, RotatingLogReader] = {}
         self._saved: dict[str, Position] = {}
@@ -125,6 +124,11 @@ class DriftMonitor:
         self.invalid = 0
         self.last: Evaluation | None = None
         self._load_state()
+
+    def set_reference(self, reference: dict[str, Any]) -> None:
+        """Judge against another reference from now on (the window is kept)."""
+        self.reference = reference
+        self.classes = list(reference.get("classes") or reference["predicted_class_frequencies"])
 
     def reference_values(self, feature: str) -> np.ndarray:
         """Raw reference sample of a numeric feature (empty if the reference kept none)."""

@@ -49,6 +49,13 @@ def _from_registry(uri: str, tracking_uri: str) -> dict[str, Any]:
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
+        try:  # just the file first: the model folder may be hundreds of megabytes
+            single = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{uri.rstrip('/')}/{REFERENCE_FILE}", dst_path=f"{tmp}/file"
+            )
+            return load_reference(single)
+        except Exception:  # not at the top of the folder: fetch the folder and search it
+            log.debug("no %s at the top of %s", REFERENCE_FILE, uri)
         try:
             folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except Exception as exc:  # MLflow raises many types for a missing model or alias

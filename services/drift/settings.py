@@ -21,6 +21,9 @@ class Settings(BaseSettings):
         "", description="reference.json, a model folder, or models:/<name>@<alias> in MLflow."
     )
     mlflow_tracking_uri: str = Field("", description="Tracking URI for models:/ references.")
+    reference_refresh_s: float = Field(
+        300.0, ge=0, description="Seconds between re-reading a models:/ reference; 0 = never."
+    )
     window: int = Field(1000, ge=1, description="Sliding window of the newest records.")
     min_records: int = Field(100, ge=1, description="Records needed before drift is judged.")
     interval_s: float = Field(30.0, gt=0, description="Seconds between evaluations.")

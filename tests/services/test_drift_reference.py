@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,20 +43,45 @@ def test_missing_or_incomplete_references_are_refused(folder: Path, tmp_path: Pa
         resolve_reference(str(folder))
 
 
-def test_registry_alias_resolves_through_mlflow(folder: Path, tmp_path: Path) -> None:
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri, uri)
-    experiment = client.create_experiment("drift", artifact_location=str(tmp_path / "artifacts"))
+def _register(client: Any, experiment: str, folder: Path) -> str:
     run = client.create_run(experiment)
     client.log_artifacts(run.info.run_id, str(folder), "model")
-    client.create_registered_model("fashion")
     version = client.create_model_version(
         "fashion", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
     )
     client.set_registered_model_alias("fashion", "production", version.version)
+    return str(version.version)
+
+
+def test_registry_alias_resolves_through_mlflow_and_is_followed(
+    folder: Path, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    from services.drift.app import State
+    from services.drift.settings import Settings
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, uri)
+    experiment = client.create_experiment("drift", artifact_location=str(tmp_path / "artifacts"))
+    client.create_registered_model("fashion")
+    _register(client, experiment, folder)
 
     assert resolve_reference("models:/fashion@production", uri) == REFERENCE
     with pytest.raises(ReferenceError, match="cannot download models:/fashion@canary"):
         resolve_reference("models:/fashion@canary", uri)
+
+    settings = Settings(
+        reference="models:/fashion@production",
+        mlflow_tracking_uri=uri,
+        prediction_log_path=tmp_path / "predictions.jsonl",
+        reference_refresh_s=1e-6,
+    )
+    state = State(settings)
+    state.cycle()
+    assert state.monitor is not None and state.monitor.reference == REFERENCE
+    newer = dict(REFERENCE, predicted_class_frequencies={"a": 0.9, "b": 0.1})
+    (folder / "reference.json").write_text(json.dumps(newer))
+    assert _register(client, experiment, folder) == "2"
+    state.cycle()
+    assert state.monitor.reference == newer, "the monitor must follow the moved alias"
