@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from slipway.card import load_card
 from slipway.data import DatasetScan
 from slipway.errors import DataError, ModelError, SlipwayError
 from slipway.lineage import split_fingerprint
+from slipway.promotion import Decision, PromotionPolicy, decide
 
 log = logging.getLogger(__name__)
 
@@ -61,86 +61,6 @@ def _artifact_location(tracking_uri: str) -> str | None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class PromotionPolicy:
-    """When a candidate may replace production.
-
-    Attributes:
-        accuracy_margin: How much lower than production the candidate's test accuracy may be
-            (0.0: it must be at least as good).
-        max_p95_latency_ms: Latency SLO for the p95 of one batch-1 forward with onnxruntime.
-        min_accuracy: Floor for every candidate, and the only bar for the first model.
-        latency_key: Which export measurement the SLO applies to.
-    """
-
-    accuracy_margin: float = 0.0
-    max_p95_latency_ms: float = 100.0
-    min_accuracy: float = 0.5
-    latency_key: str = "latency_b1_p95_ms"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Outcome of the promotion gate, with a reason a person can act on."""
-
-    promote: bool
-    reason: str
-    production_version: str = ""
-    production_accuracy: float | None = None
-
-    @property
-    def label(self) -> str:
-        return "promoted" if self.promote else "rejected"
-
-
-def decide(
-    accuracy: float,
-    p95_ms: float | None,
-    policy: PromotionPolicy,
-    production_accuracy: float | None = None,
-    production_version: str = "",
-) -> Decision:
-    """The promotion rule on its own, free of MLflow, so it can be read and tested in one place."""
-    prod = dict(production_version=production_version, production_accuracy=production_accuracy)
-    if p95_ms is None:
-        return Decision(False, f"no {policy.latency_key} measurement (export the model)", **prod)
-    if p95_ms > policy.max_p95_latency_ms:
-        return Decision(
-            False,
-            f"p95 latency {p95_ms:.2f} ms exceeds the SLO of {policy.max_p95_latency_ms:g} ms",
-            **prod,
-        )
-    if accuracy < policy.min_accuracy:
-        return Decision(
-            False,
-            f"test accuracy {accuracy:.4f} is below the minimum {policy.min_accuracy:.4f}",
-            **prod,
-        )
-    if production_accuracy is None:
-        return Decision(
-            True,
-            f"first production version: test accuracy {accuracy:.4f} >= minimum "
-            f"{policy.min_accuracy:.4f}, p95 {p95_ms:.2f} ms within "
-            f"{policy.max_p95_latency_ms:g} ms",
-            **prod,
-        )
-    bar = production_accuracy - policy.accuracy_margin
-    if accuracy < bar:
-        return Decision(
-            False,
-            f"test accuracy {accuracy:.4f} is worse than production v{production_version} "
-            f"({production_accuracy:.4f}) by more than the margin {policy.accuracy_margin:g}",
-            **prod,
-        )
-    return Decision(
-        True,
-        f"test accuracy {accuracy:.4f} >= production v{production_version} "
-        f"({production_accuracy:.4f}) - margin {policy.accuracy_margin:g}; p95 {p95_ms:.2f} ms "
-        f"within {policy.max_p95_latency_ms:g} ms",
-        **prod,
-    )
 
 
 def parse_ref(ref: str) -> tuple[str, str, str]:
@@ -435,13 +355,20 @@ class Registry:
         rows = []
         for version in sorted(found, key=lambda v: int(v.version), reverse=True):
             tags = version.tags or {}
+            decision = tags.get("promotion_decision", "")
+            reason = tags.get("promotion_reason", "")
+            aliases = by_version.get(str(version.version), [])
+            when = tags.get("rolled_back_at", "")
+            rolled_back = bool(when) and when >= tags.get("promoted_at", "")
+            if rolled_back and PRODUCTION not in aliases:
+                decision, reason = "rolled back", tags.get("rollback_reason", "")
             rows.append(
                 {
                     "version": str(version.version),
-                    "aliases": by_version.get(str(version.version), []),
+                    "aliases": aliases,
                     "test_accuracy": tags.get("metric.test_accuracy", ""),
-                    "decision": tags.get("promotion_decision", ""),
-                    "reason": tags.get("promotion_reason", ""),
+                    "decision": decision,
+                    "reason": reason,
                 }
             )
         return rows

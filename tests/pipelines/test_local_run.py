@@ -57,7 +57,7 @@ def test_pipeline_registers_gates_and_rolls_back(demo_data: Path, tmp_path: Path
     assert sorted(m.step for m in curve) == [1, 2]
     artifacts = {a.path for a in registry.client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in artifacts
-    assert not (tmp_path / "checkpoints" / tags["pipeline_run_id"]).exists()  # cleaned up
+    assert not (tmp_path / "checkpoints" / tags["pipeline_run_id"] / "train").exists()
 
     worse = {**base, "epochs": 1, "max_batches_per_epoch": 1, "lr": 1e-6}
     second = run_local(worse, tmp_path / "root")
@@ -79,7 +79,9 @@ def test_pipeline_registers_gates_and_rolls_back(demo_data: Path, tmp_path: Path
     shown = cli.invoke(app, ["registry", "show", "fashion/2", "--json", *common])
     assert json.loads(shown.output)["tags"]["rollback_reason"] == "bad canary"
     listed = cli.invoke(app, ["registry", "show", "fashion", *common])
-    assert "rejected" in listed.output and "production" in listed.output
+    rows = {line.split()[0]: line for line in listed.output.splitlines()[1:]}
+    assert "rolled back" in rows["2"] and "bad canary" in rows["2"]
+    assert "production" in rows["1"]
 
 
 TRAIN_ONLY = """
