@@ -109,7 +109,7 @@ def _window_settled(stack: Stack, logged: int) -> dict[str, Any] | None:
     return summary if summary["records_read"] >= logged and summary["judged"] else None
 
 
-def _logged(stack: Stack) -> int:
+def logged_predictions(stack: Stack) -> int:
     text = httpx.get(stack.inference + "/metrics", timeout=10).text
     for line in text.splitlines():
         if line.startswith("slipway_inference_prediction_log_written_total "):
@@ -133,7 +133,7 @@ def run(stack: Stack, traffic: Traffic) -> Scenario:
         s.reports["normal"] = traffic.normal_batch(len(traffic.normal))
         s.drift["normal"] = wait_for(
             "the drift window to fill with normal traffic",
-            lambda: _window_settled(stack, _logged(stack)),
+            lambda: _window_settled(stack, logged_predictions(stack)),
             PHASE_TIMEOUT,
         )
 
@@ -201,7 +201,7 @@ def run(stack: Stack, traffic: Traffic) -> Scenario:
         s.reports["shifted"] = traffic.shifted_batch(len(traffic.shifted))
         shifted = wait_for(
             "the drift monitor to judge the inverted images",
-            lambda: _window_settled(stack, _logged(stack)),
+            lambda: _window_settled(stack, logged_predictions(stack)),
             PHASE_TIMEOUT,
         )
         s.drift["shifted"] = shifted
@@ -216,7 +216,7 @@ def run(stack: Stack, traffic: Traffic) -> Scenario:
         s.reports["recovered"] = traffic.normal_batch(len(traffic.normal))
         s.drift["recovered"] = wait_for(
             "the drift window to hold only normal traffic again",
-            lambda: _window_settled(stack, _logged(stack)),
+            lambda: _window_settled(stack, logged_predictions(stack)),
             PHASE_TIMEOUT,
         )
         wait_for(

@@ -119,7 +119,7 @@ def test_drift_monitor_read_every_logged_prediction_across_rotations(
     written = stack.query('slipway_inference_prediction_log_written_total{job="inference"}')
     read = stack.query('slipway_drift_records_read_total{job="drift"}')
     assert written and read
-    logged = story._logged(stack)
+    logged = story.logged_predictions(stack)
     summary = story.drift_summary(stack)
     assert summary["records_read"] == logged, (summary["records_read"], logged)
     assert summary["invalid_records"] == 0
