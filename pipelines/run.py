@@ -1,12 +1,15 @@
 """Compile the training pipeline, run it on this machine with kfp.local, or submit it to KFP."""
 
 import contextlib
+import io
 import logging
+import re
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pipelines.training import PIPELINE_NAME, ClusterOptions, build_pipeline
 from slipway.errors import SlipwayError
@@ -31,6 +34,28 @@ def compile_pipeline(out: Path = DEFAULT_IR, opts: ClusterOptions | None = None)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(opts), str(out))
     return out
+
+
+class _StatusTee(io.TextIOBase):
+    """Everything to the log file; kfp.local's step status lines also to the terminal."""
+
+    STATUS = re.compile(r"Executing task|finished with status|Running pipeline|cache hit")
+
+    def __init__(self, log: TextIO, terminal: TextIO) -> None:
+        self.log, self.terminal, self.pending = log, terminal, ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if self.STATUS.search(line):
+                self.terminal.write(line + "\n")
+                self.terminal.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
 
 
 def run_local(
@@ -62,7 +87,7 @@ def run_local(
         if log_file is not None:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             stream = stack.enter_context(log_file.open("w"))
-            stack.enter_context(contextlib.redirect_stdout(stream))
+            stack.enter_context(contextlib.redirect_stdout(_StatusTee(stream, sys.stdout)))
         try:
             with warnings.catch_warnings():
                 # Expected: kfp.local ignores resources and runs the image's code in this venv.
