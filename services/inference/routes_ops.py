@@ -33,7 +33,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["probes"], responses={503: {"description": "not ready"}})
 async def readyz(service: Service) -> JSONResponse:
-    """Readiness: 503 until every served model is loaded and warmed, and while draining."""
+    """Readiness: 503 until the main model is loaded and warmed, and while draining."""
     models = {
         name: (slot.current.version if slot.current else None)
         for name, slot in service.slots.items()

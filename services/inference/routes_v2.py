@@ -63,7 +63,7 @@ async def live() -> dict[str, bool]:
 
 @health.get("/health/ready", responses={503: {"description": "not ready"}})
 async def ready(service: Service) -> JSONResponse:
-    """Readiness: 200 when every served model is loaded, 503 before that and while draining."""
+    """Readiness: 200 when the main model is loaded, 503 before that and while draining."""
     ok = service.ready
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 

@@ -88,7 +88,12 @@ class InferenceService:
 
     @property
     def ready(self) -> bool:
-        return not self.draining and all(slot.ready for slot in self.slots.values())
+        """Ready for traffic: the main model is loaded and the service is not draining.
+
+        A staging model that is missing or broken does not take production traffic down; its
+        own state shows on `/v2/models/<name>-staging/ready` and `slipway_inference_ready`.
+        """
+        return not self.draining and self.main.ready
 
     async def start(self) -> None:
         """Start the inference thread, the log writer and each slot's loader (in background)."""

@@ -27,21 +27,24 @@ def settings_for(model: Path | str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
+def wait_ready(client: TestClient, timeout: float = 60.0, all_models: bool = True) -> None:
+    """Until /readyz is 200 and, with `all_models`, the staging model is loaded too."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if client.get("/readyz").status_code == 200:
+        ready = client.get("/readyz")
+        loaded = ready.json()["models"].values()
+        if ready.status_code == 200 and (not all_models or None not in loaded):
             return
         time.sleep(0.05)
     raise AssertionError(f"app not ready after {timeout} s: {client.get('/readyz').json()}")
 
 
 @contextlib.contextmanager
-def ready_client(settings: Settings, **client_kwargs: Any) -> Iterator[TestClient]:
+def ready_client(settings: Settings, all_models: bool = True) -> Iterator[TestClient]:
     """A TestClient over a real app (lifespan run) whose models are loaded."""
     app = create_app(settings)
-    with TestClient(app, **client_kwargs) as client:
-        wait_ready(client)
+    with TestClient(app) as client:
+        wait_ready(client, all_models=all_models)
         yield client
 
 

@@ -235,3 +235,24 @@ def test_cors_origins(trained_model: Path) -> None:
         assert ok.headers.get("access-control-allow-origin") == "http://allowed.test"
         other = c.options("/v1/predict", headers={**preflight, "Origin": "http://evil.test"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_missing_staging_model_does_not_block_readiness(
+    trained_model: Path, tmp_path: Path, png_bytes: bytes
+) -> None:
+    settings = settings_for(trained_model, staging_source=str(tmp_path / "nowhere"))
+    with ready_client(settings, all_models=False) as c:
+        name = c.get("/v1/models").json()["default"]
+        models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        assert models[f"{name}-staging"]["ready"] is False
+        staging = c.get(f"/v2/models/{name}-staging/ready")
+        assert staging.status_code == 503 and staging.json()["ready"] is False
+        files = [("files", ("a.png", png_bytes, "image/png"))]
+        refused = c.post("/v1/predict", files=files, params={"model": f"{name}-staging"})
+        assert (
+            refused.status_code == 503 and "not a slipway model folder" in refused.json()["error"]
+        )
+        assert c.post("/v1/predict", files=files).status_code == 200
+        text = c.get("/metrics").text
+        assert metric_value(text, "slipway_inference_ready", model=f"{name}-staging") == 0
+        assert metric_value(text, "slipway_inference_ready", model=name) == 1
