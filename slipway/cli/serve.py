@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from slipway.errors import SlipwayError
+
 
 def serve_cmd(
     model: Annotated[
@@ -56,7 +58,15 @@ def serve_cmd(
         "prediction_log_path": str(prediction_log) if prediction_log else None,
         "log_level": log_level,
     }
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise SlipwayError(f"invalid serving settings: {problems}") from exc
     url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"web page:  {url}/")
     typer.echo(f"API docs:  {url}/docs")

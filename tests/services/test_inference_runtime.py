@@ -158,3 +158,17 @@ def test_slipway_serve_cli_starts_the_service(trained_model: Path, tmp_path: Pat
     finally:
         proc.stop()
     assert proc.proc.returncode in (0, -signal.SIGTERM)
+
+
+def test_slipway_serve_rejects_bad_settings_with_a_message() -> None:
+    import subprocess
+
+    slipway = Path(sys.executable).parent / "slipway"
+    out = subprocess.run(
+        [str(slipway), "serve", "--backend", "tensorflow", "--model", "nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "backend" in out.stderr and "Traceback" not in out.stderr
