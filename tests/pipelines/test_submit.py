@@ -110,3 +110,11 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_local_run_input_mistakes_are_one_line(tmp_path) -> None:
+    line = _one_line_error(_slipway("pipeline", "run", "--data", str(tmp_path)))
+    assert "only --local runs here" in line
+    missing = tmp_path / "missing"
+    line = _one_line_error(_slipway("pipeline", "run", "--local", "--data", str(missing)))
+    assert "--data must name an existing dataset folder" in line
