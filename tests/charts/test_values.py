@@ -20,16 +20,17 @@ def test_values_start_with_the_schema_modeline() -> None:
     assert first == "# yaml-language-server: $schema=values.schema.json"
 
 
-def undocumented_keys(text: str) -> list[str]:
-    """Keys of a values file that neither carry a `# --` comment nor sit under one that does
-    (a documented key may hold an example mapping, e.g. `resources`)."""
+def key_docs(text: str) -> tuple[dict[str, str], list[str]]:
+    """`# --` comments of a values file by dotted key, and the keys that neither carry one nor
+    sit under one that does (a documented key may hold an example mapping, e.g. `resources`)."""
     stack: list[tuple[int, str, bool]] = []  # (indent, key, documented)
-    pending = False
+    pending: str | None = None
+    docs: dict[str, str] = {}
     missing = []
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("# --"):
-            pending = True
+            pending = stripped.removeprefix("# --").strip()
             continue
         if not stripped or stripped.startswith("#"):
             continue
@@ -40,16 +41,36 @@ def undocumented_keys(text: str) -> list[str]:
             inherited = any(documented for _, _, documented in stack)
             path = ".".join([key for _, key, _ in stack] + [match.group(1)])
             is_section = stripped.endswith(":")
-            if not (pending or inherited or is_section):
+            if pending is not None:
+                docs[path] = pending
+            elif not (inherited or is_section):
                 missing.append(path)
-            stack.append((indent, match.group(1), pending or inherited))
-        pending = False
-    return missing
+            stack.append((indent, match.group(1), pending is not None or inherited))
+        pending = None
+    return docs, missing
+
+
+def undocumented_keys(text: str) -> list[str]:
+    return key_docs(text)[1]
 
 
 def test_every_key_is_documented() -> None:
     assert not undocumented_keys(VALUES.read_text())
     assert undocumented_keys("a:\n  # -- b\n  b: 1\n  c: 2\n") == ["a.c"]
+
+
+def test_schema_describes_every_key_as_values_yaml_does() -> None:
+    """The schema's descriptions (shown by editors) are the `# --` comments, word for word."""
+    docs, _ = key_docs(VALUES.read_text())
+    assert len(docs) > 150
+    wrong = []
+    for path, text in docs.items():
+        node = SCHEMA
+        for part in path.split("."):
+            node = node["properties"][part]
+        if node.get("description") != text:
+            wrong.append(f"{path}: schema {node.get('description')!r}, values.yaml {text!r}")
+    assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("scenario", ["defaults", *SCENARIOS])
