@@ -166,12 +166,15 @@ class DriftMonitor:
         """One reader per log: the path itself, or every file a glob pattern matches now.
 
         A pattern (e.g. `/logs/*.jsonl`, one file per service replica) never matches numbered
-        backups; each reader follows its own file's rotations.
+        backups; each reader follows its own file's rotations. The reader of a log whose files
+        are all gone (a replaced replica's, pruned) is dropped, and so is its saved position.
         """
         pattern = str(self.settings.prediction_log_path)
         paths = [pattern]
         if glob.has_magic(pattern):
             paths = sorted(p for p in glob.glob(pattern) if not BACKUP.search(p))
+            for gone in [p for p, r in self.readers.items() if p not in paths and not r.chain()]:
+                del self.readers[gone]
         for path in paths:
             if path not in self.readers:
                 self.readers[path] = RotatingLogReader(path, self._saved.get(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +20,10 @@ ReferenceOpt = Annotated[
     str | None,
     typer.Option(help="reference.json, a model folder, or models:/<name>@<alias>."),
 ]
-LogOpt = Annotated[Path | None, typer.Option("--log", help="The service's prediction log.")]
+LogOpt = Annotated[
+    Path | None,
+    typer.Option("--log", help="The service's prediction log, or a glob of one log per replica."),
+]
 WindowOpt = Annotated[int | None, typer.Option(min=1, help="Newest records to judge.")]
 MinOpt = Annotated[int | None, typer.Option(min=1, help="Records needed to judge drift.")]
 
@@ -36,8 +40,9 @@ def _evaluate_offline(reference: str | None, log: Path | None, **overrides: Any)
     from services.drift.reference import resolve_reference
 
     settings = _settings(reference=reference, prediction_log_path=log, **overrides)
-    if not settings.prediction_log_path.exists():
-        raise SlipwayError(f"prediction log not found: {settings.prediction_log_path}")
+    pattern = str(settings.prediction_log_path)
+    if not (glob.glob(pattern) if glob.has_magic(pattern) else Path(pattern).exists()):
+        raise SlipwayError(f"prediction log not found: {pattern}")
     monitor = DriftMonitor(
         resolve_reference(settings.reference, settings.mlflow_tracking_uri), settings
     )

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.charts.objects import FULLNAME, env_of, find, kinds, render
 from tests.charts.render import CHART, RELEASE, SCENARIOS, helm, render_docs, template
 
-FULLNAME = f"{RELEASE}-inference"
 # Volume types the "restricted" Pod Security Standard allows.
 RESTRICTED_VOLUMES = {
     "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
@@ -29,23 +29,6 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         elif doc["kind"] == "Pod":
             specs.append((doc["metadata"]["name"], doc["spec"]))
     return specs
-
-
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    return render_docs(template(values=values).stdout)
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str = FULLNAME) -> dict[str, Any]:
-    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    return doc
-
-
-def kinds(docs: list[dict[str, Any]]) -> set[str]:
-    return {d["kind"] for d in docs}
-
-
-def env_of(docs: list[dict[str, Any]], configmap: str = FULLNAME) -> dict[str, str]:
-    return find(docs, "ConfigMap", configmap)["data"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -167,23 +150,6 @@ def test_config_reaches_the_service_as_its_settings() -> None:
     assert env["SLIPWAY_PREDICTION_LOG_PATH"] == ""
 
 
-def test_service_settings_names_exist_in_the_service() -> None:
-    """Every SLIPWAY_* name the chart sets is a field of the service's Settings."""
-    settings = pytest.importorskip("services.inference.settings")
-    fields = {name.upper() for name in settings.Settings.model_fields}
-    docs = render({"staging.enabled": True, "predictionLog.enabled": True})
-    names = {k.removeprefix("SLIPWAY_") for k in env_of(docs) if k.startswith("SLIPWAY_")}
-    assert names <= fields, names - fields
-
-
-def test_drift_settings_names_exist_in_the_drift_monitor() -> None:
-    settings = pytest.importorskip("services.drift.settings")
-    fields = {name.upper() for name in settings.Settings.model_fields}
-    env = env_of(render({"drift.enabled": True}), f"{FULLNAME}-drift")
-    names = {k.removeprefix("SLIPWAY_DRIFT_") for k in env if k.startswith("SLIPWAY_DRIFT_")}
-    assert names and names <= fields, names - fields
-
-
 def test_defaults_autoscale_the_deployment_with_cpu_and_a_pod_metric(render_scenario) -> None:
     rendered = render_scenario("defaults")
     deployment = rendered.one("Deployment", FULLNAME)
@@ -253,39 +219,6 @@ def test_pvc_source_without_a_claim_is_refused() -> None:
     result = template(values={"model.source": "pvc"}, check=False)
     assert result.returncode != 0
     assert "claimName" in result.stderr
-
-
-def test_drift_monitor_reads_the_log_the_service_writes(render_scenario) -> None:
-    rendered = render_scenario("drift")
-    server = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]
-    drift = rendered.one("Deployment", f"{FULLNAME}-drift")["spec"]["template"]["spec"]
-    (container,) = drift["containers"]
-    assert container["command"] == ["python", "-m", "services.drift"]
-    assert container["image"] == server["containers"][0]["image"]
-    claim = rendered.one("PersistentVolumeClaim")
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
-    for spec in (server, drift):
-        (volume,) = [v for v in spec["volumes"] if v["name"] == "predictions"]
-        assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    written = env_of(rendered.docs)["SLIPWAY_PREDICTION_LOG_PATH"]
-    read = env_of(rendered.docs, f"{FULLNAME}-drift")["SLIPWAY_DRIFT_PREDICTION_LOG_PATH"]
-    assert written == read and written.endswith(".jsonl")
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    service = rendered.one("Service", f"{FULLNAME}-drift")
-    assert service["spec"]["ports"][0]["targetPort"] == "http" and ports["http"] == 8081
-    monitors = {m["metadata"]["name"]: m for m in rendered.of_kind("ServiceMonitor")}
-    drift_monitor = monitors[f"{FULLNAME}-drift"]
-    assert drift_monitor["spec"]["selector"]["matchLabels"].items() <= (
-        service["metadata"]["labels"].items()
-    )
-
-
-def test_drift_state_and_log_survive_on_an_existing_claim() -> None:
-    docs = render({"drift.enabled": True, "drift.sharedVolume.existingClaim": "shared-logs"})
-    assert "PersistentVolumeClaim" not in kinds(docs)
-    drift = find(docs, "Deployment", f"{FULLNAME}-drift")["spec"]["template"]["spec"]
-    (volume,) = [v for v in drift["volumes"] if v["name"] == "predictions"]
-    assert volume["persistentVolumeClaim"]["claimName"] == "shared-logs"
 
 
 def test_full_monitoring_objects_select_this_release(render_scenario) -> None:

@@ -23,6 +23,8 @@ MODEL_NAME = "tiny"
 INFERENCE_JOB = "inference"
 DRIFT_JOB = "drift"
 DRIFT_WINDOW = 600
+# As the chart lays out the shared claim: one log per inference pod, read through a glob.
+PREDICTION_LOG = "inference-0.jsonl"
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Stack:
     alertmanager: str
     webhook: Webhook
     work: Path
+    prediction_logs: Path
     processes: dict[str, Process] = field(default_factory=dict)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -109,7 +112,7 @@ def monitoring_stack(
     }
     rules = write_rules_file(work / "rules.yaml", {"prometheusRule.params": params})
     ports = {name: free_port() for name in ("inference", "drift", "prometheus", "alertmanager")}
-    log = work / "predictions.jsonl"
+    log_dir = work / "predictions"
     inference = python_module(
         "inference",
         "services.inference",
@@ -119,7 +122,7 @@ def monitoring_stack(
             "SLIPWAY_MODEL_NAME": MODEL_NAME,
             "SLIPWAY_HOST": "127.0.0.1",
             "SLIPWAY_PORT": str(ports["inference"]),
-            "SLIPWAY_PREDICTION_LOG_PATH": str(log),
+            "SLIPWAY_PREDICTION_LOG_PATH": str(log_dir / PREDICTION_LOG),
             "SLIPWAY_RELOAD_INTERVAL_S": "0",
             "SLIPWAY_FAULT_INJECTION": "true",
             "SLIPWAY_DRAIN_SECONDS": "0",
@@ -132,12 +135,12 @@ def monitoring_stack(
         "services.drift",
         work,
         {
-            "SLIPWAY_DRIFT_PREDICTION_LOG_PATH": str(log),
+            "SLIPWAY_DRIFT_PREDICTION_LOG_PATH": str(log_dir / "*.jsonl"),
             "SLIPWAY_DRIFT_REFERENCE": str(model_dir),
             "SLIPWAY_DRIFT_WINDOW": str(DRIFT_WINDOW),
             "SLIPWAY_DRIFT_MIN_RECORDS": str(DRIFT_WINDOW),
             "SLIPWAY_DRIFT_INTERVAL_S": "0.5",
-            "SLIPWAY_DRIFT_STATE_PATH": str(work / "drift-state.json"),
+            "SLIPWAY_DRIFT_STATE_PATH": str(log_dir / "drift-state.json"),
             "SLIPWAY_DRIFT_PORT": str(ports["drift"]),
         },
     )
@@ -177,6 +180,7 @@ def monitoring_stack(
             alertmanager=f"http://127.0.0.1:{ports['alertmanager']}",
             webhook=webhook,
             work=work,
+            prediction_logs=log_dir,
             processes={
                 "inference": inference,
                 "drift": drift,

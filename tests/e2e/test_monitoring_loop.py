@@ -17,8 +17,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.charts.dashboards import iter_panels, panel_queries, substitute
 from tests.e2e import scenario as story
-from tests.e2e.stack import DRIFT_JOB, INFERENCE_JOB, MODEL_NAME, Stack, monitoring_stack
+from tests.e2e.stack import (
+    DRIFT_JOB,
+    INFERENCE_JOB,
+    MODEL_NAME,
+    PREDICTION_LOG,
+    Stack,
+    monitoring_stack,
+)
 from tests.e2e.traffic import Traffic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -123,7 +131,7 @@ def test_drift_monitor_read_every_logged_prediction_across_rotations(
     summary = story.drift_summary(stack)
     assert summary["records_read"] == logged, (summary["records_read"], logged)
     assert summary["invalid_records"] == 0
-    assert (stack.work / "predictions.jsonl.1").is_file(), "the log never rotated"
+    assert (stack.prediction_logs / f"{PREDICTION_LOG}.1").is_file(), "the log never rotated"
     assert stack.query('slipway_inference_prediction_log_dropped_total{job="inference"} > 0') == []
 
 
@@ -132,8 +140,6 @@ LABEL_VALUES = re.compile(r"^label_values\((?:(?P<selector>.+),\s*)?(?P<label>\w
 
 def live_variables(stack: Stack, dashboard: dict[str, Any]) -> dict[str, str]:
     """Each `label_values(...)` variable resolved on the live Prometheus, as Grafana would."""
-    from tests.charts.dashboards import substitute
-
     values: dict[str, str] = {}
     for variable in dashboard.get("templating", {}).get("list", []):
         if variable.get("type") != "query":
@@ -151,11 +157,6 @@ def live_variables(stack: Stack, dashboard: dict[str, Any]) -> dict[str, str]:
 
 
 def test_every_dashboard_panel_returns_data(scenario: story.Scenario) -> None:
-    try:
-        from tests.charts.dashboards import iter_panels, panel_queries
-    except ImportError as exc:
-        pytest.fail(f"tests/charts/dashboards.py with panel_queries() is missing: {exc}")
-
     files = sorted(DASHBOARDS.glob("*.json"))
     assert files, f"no dashboards in {DASHBOARDS}"
     empty, exempt, ran = [], [], 0

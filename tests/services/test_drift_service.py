@@ -174,6 +174,33 @@ def test_a_glob_reads_one_log_per_replica_in_time_order_and_resumes(
     assert restarted.poll() == 15
 
 
+def test_a_replaced_replicas_log_is_finished_then_forgotten(
+    tmp_path: Path, reference_dir: Path, normal: list[dict]
+) -> None:
+    """As the chart lays out the claim: `<pod>.jsonl` per pod and the state file beside them."""
+    settings = _settings(tmp_path, reference_dir, state_path=tmp_path / "drift-state.json")
+    settings.prediction_log_path = tmp_path / "*.jsonl"
+    reference = json.loads((reference_dir / "reference.json").read_text())
+    _append(tmp_path / "pod-a.jsonl", normal[:10])
+    _append(tmp_path / "pod-b.jsonl", normal[10:20])
+    monitor = DriftMonitor(reference, settings)
+    assert monitor.poll() == 20
+    monitor.save_state()
+    # pod-a rotates and is deleted before it writes a new file: its last lines are still read.
+    (tmp_path / "pod-a.jsonl").rename(tmp_path / "pod-a.jsonl.1")
+    _append(tmp_path / "pod-a.jsonl.1", normal[20:25])
+    assert monitor.poll() == 5
+    assert sorted(Path(p).name for p in monitor.readers) == ["pod-a.jsonl", "pod-b.jsonl"]
+    (tmp_path / "pod-a.jsonl.1").unlink()
+    _append(tmp_path / "pod-b.jsonl", normal[25:30])
+    assert monitor.poll() == 5
+    assert [Path(p).name for p in monitor.readers] == ["pod-b.jsonl"]
+    monitor.save_state()
+    state = json.loads(settings.state_path.read_text())
+    assert [Path(p).name for p in state["positions"]] == ["pod-b.jsonl"]
+    assert (monitor.records_read, monitor.invalid) == (30, 0)
+
+
 def _metric(text: str, name: str, feature: str | None = None) -> float:
     label = f'{{feature="{feature}"}}' if feature else ""
     for line in text.splitlines():
@@ -295,6 +322,16 @@ def test_cli_check_and_report(
     missing = _cli("drift", "check", "--reference", str(reference_dir), "--log", "/nope")
     assert missing.returncode == 2
     assert "prediction log not found" in missing.stderr and "Traceback" not in missing.stderr
+    pods = tmp_path / "pods"
+    pods.mkdir()
+    _append(pods / "pod-a.jsonl", normal[:300])
+    _append(pods / "pod-b.jsonl", normal[300:])
+    every = ["--reference", str(reference_dir), "--window", "600"]
+    both = _cli("drift", "check", *every, "--log", str(pods / "*.jsonl"))
+    assert both.returncode == 0, both.stderr
+    assert json.loads(both.stdout)["window_size"] == 600
+    nothing = _cli("drift", "check", *every, "--log", str(pods / "*.log"))
+    assert nothing.returncode == 2 and "prediction log not found" in nothing.stderr
 
 
 def test_report_opens_in_a_browser_with_both_histograms(

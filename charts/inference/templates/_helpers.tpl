@@ -116,8 +116,23 @@ app.kubernetes.io/component: drift-monitor
 {{- .Values.drift.sharedVolume.existingClaim | default (printf "%s-predictions" (include "inference.fullname" .)) }}
 {{- end }}
 
+{{/*
+The log file an inference pod writes. On the shared claim every pod writes its own file, named
+after the pod (`POD_NAME` from the downward API, expanded by the kubelet in `env`), so no two
+replicas append to or rotate the same file; in an emptyDir the file name is fixed.
+*/}}
 {{- define "inference.predictionLog.path" -}}
-{{- printf "%s/%s" (trimSuffix "/" .Values.predictionLog.mountPath) .Values.predictionLog.fileName }}
+{{- $dir := trimSuffix "/" .Values.predictionLog.mountPath }}
+{{- if .Values.drift.enabled }}
+{{- printf "%s/$(POD_NAME).jsonl" $dir }}
+{{- else }}
+{{- printf "%s/%s" $dir .Values.predictionLog.fileName }}
+{{- end }}
+{{- end }}
+
+{{/* What the drift monitor reads: every pod's log; the pattern never matches rotated `.jsonl.N` files. */}}
+{{- define "inference.predictionLog.glob" -}}
+{{- printf "%s/*.jsonl" (trimSuffix "/" .Values.predictionLog.mountPath) }}
 {{- end }}
 
 {{/* Name of the HPA that scales the Deployment: KEDA creates its own. */}}
@@ -188,8 +203,20 @@ seccompProfile:
 {{- end }}
 {{- end }}
 
-{{/* Env vars of the inference container beyond the ConfigMap: secrets and extraEnv. */}}
+{{/*
+Env vars of the inference container beyond the ConfigMap: the per-pod prediction log path (it
+depends on POD_NAME, and `$(VAR)` expands only in `env`), secrets and extraEnv. `env` wins over
+the ConfigMap's `envFrom`.
+*/}}
 {{- define "inference.env" -}}
+{{- if .Values.drift.enabled }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: SLIPWAY_PREDICTION_LOG_PATH
+  value: {{ include "inference.predictionLog.path" . | quote }}
+{{- end }}
 {{- include "inference.mlflowSecretEnv" . }}
 {{- with .Values.auth.existingSecret }}
 - name: SLIPWAY_AUTH_TOKEN
