@@ -126,8 +126,17 @@ def test_gpu_pool_conventions(built: list[dict[str, Any]]) -> None:
     serving = find(built, "PriorityClass", "slipway-serving")
     assert serving["value"] > training["value"]
     notes = (K8S / "README.md").read_text()
-    toleration = yaml.safe_load((CHART / "values.yaml").read_text())["gpu"]["tolerations"][0]
-    taint = f"{toleration['key']}={toleration['value']}:{toleration['effect']}"
+    # The chart's GPU pods and the pipeline's train step tolerate the same taint, any value.
+    from pipelines.training import ClusterOptions
+
+    options = ClusterOptions()
+    (toleration,) = yaml.safe_load((CHART / "values.yaml").read_text())["gpu"]["tolerations"]
+    assert toleration == {
+        "key": options.gpu_toleration_key,
+        "operator": "Exists",
+        "effect": options.gpu_toleration_effect,
+    }
+    taint = f"{toleration['key']}=present:{toleration['effect']}"
     assert taint in notes and "nvidia.com/gpu.present=true" in notes
     assert "cloud.google.com/gke-accelerator" in notes
 
