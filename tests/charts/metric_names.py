@@ -1,8 +1,8 @@
 """The one list of metric names that dashboards and alerts may query.
 
-`CONTRACT` is the metric interface of the inference service and the drift monitor. When the
-services' code is importable, `service_series()` reads the names from their real registries
-instead, and a test checks that the contract and the code agree.
+`CONTRACT` is the metric interface of the inference service and the drift monitor that the
+dashboards, alerts and autoscaling rely on; `service_series()` reads the names from the services'
+real registries, and a test checks that the contract and the code agree.
 """
 
 from __future__ import annotations
@@ -65,13 +65,11 @@ def contract_series() -> set[str]:
 
 
 @cache
-def registry_series() -> frozenset[str] | None:
-    """Series names from the services' own registries, or None when their code is absent."""
-    try:
-        from services.drift.metrics import DriftMetrics
-        from services.inference.metrics import Metrics
-    except ImportError:
-        return None
+def service_series() -> frozenset[str]:
+    """Series names the services define, read from their own metric registries."""
+    from services.drift.metrics import DriftMetrics
+    from services.inference.metrics import Metrics
+
     inference = Metrics()
     inference.init_model("probe", ["a", "b"])
     inference.set_model_info("probe", "1", "production", "resnet18", 1.0)
@@ -80,8 +78,3 @@ def registry_series() -> frozenset[str] | None:
         for family in registry.collect():
             names |= {sample.name for sample in family.samples}
     return frozenset(name for name in names if not name.endswith("_created"))
-
-
-def service_series() -> frozenset[str]:
-    """Series the services define: from their registries when importable, else the contract."""
-    return registry_series() or frozenset(contract_series())

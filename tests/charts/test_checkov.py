@@ -53,7 +53,10 @@ def test_checkov_finds_nothing_unexplained(tmp_path: Path) -> None:
         workloads |= pod_owners(render_docs(text))
         (tmp_path / f"chart-{scenario}.yaml").write_text(text)
     build = subprocess.run(
-        [tool("kubectl"), "kustomize", str(REPO / "k8s")], capture_output=True, text=True
+        [tool("kubectl"), "kustomize", str(REPO / "k8s")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert build.returncode == 0, build.stderr
     # Re-serialised: checkov silently skips a file whose bare `=` values its YAML parser rejects.

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.charts.render import render_docs, template
+from tests.e2e.processes import free_port, python_module
 from tests.helpers import require_tool
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -30,31 +23,21 @@ def test_helm_test_script_passes_against_the_service(trained_model: Path, tmp_pa
     env["BASE_URL"] = f"http://127.0.0.1:{port}"
     script = container["command"][-1].replace("/tmp/", f"{tmp_path}/")
     service_env = {
-        **os.environ,
         "SLIPWAY_MODEL_SOURCE": str(trained_model),
         "SLIPWAY_MODEL_NAME": "demo",
         "SLIPWAY_HOST": "127.0.0.1",
         "SLIPWAY_PORT": str(port),
         "SLIPWAY_RELOAD_INTERVAL_S": "0",
+        "SLIPWAY_DRAIN_SECONDS": "0",
         "SLIPWAY_THREADS": "1",
     }
-    with (tmp_path / "service.log").open("wb") as log:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "services.inference"], env=service_env, stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        # The script itself waits for /readyz (curl --retry), as it does in the cluster.
+    # The script itself waits for /readyz (curl --retry), as it does in the cluster.
+    with python_module("inference", "services.inference", tmp_path, service_env) as service:
         result = subprocess.run(
             [container["command"][0], "-ec", script],
             env={**os.environ, **env, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
             capture_output=True, text=True, timeout=180,
         )  # fmt: skip
-    finally:
-        service.terminate()
-        service.wait(timeout=30)
-    assert result.returncode == 0, (
-        result.stdout + result.stderr + (tmp_path / "service.log").read_text()[-2000:]
-    )
+        assert result.returncode == 0, result.stdout + result.stderr + service.log_tail(2000)
     assert '"model":"demo"' in result.stdout.replace(" ", "")
     assert (tmp_path / "probe.png").read_bytes().startswith(b"\x89PNG")
