@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import mimetypes
 import os
 import socket
@@ -61,7 +62,9 @@ class LoadReport:
         return self.ok > 0 and self.p95_ms <= p95_ms and self.error_rate <= max_error_rate
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"error_rate": self.error_rate}
+        """Plain JSON: latencies that were never measured (no success) become None, not NaN."""
+        data = asdict(self) | {"error_rate": self.error_rate}
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in data.items()}
 
     def summary(self) -> str:
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"
@@ -171,7 +174,15 @@ def measure_service(
     target = endpoint(url)
     if warmup_requests:
         asyncio.run(
-            run_load(target, payloads, 1, duration_s, max_requests=warmup_requests, top_k=top_k)
+            run_load(
+                target,
+                payloads,
+                1,
+                duration_s,
+                max_requests=warmup_requests,
+                top_k=top_k,
+                timeout_s=timeout_s,
+            )
         )
     return asyncio.run(
         run_load(

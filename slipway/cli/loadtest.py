@@ -21,7 +21,10 @@ def loadtest_cmd(
     slo_p95_ms: Annotated[
         float | None, typer.Option(help="Exit 1 unless p95 latency is within this many ms.")
     ] = None,
-    max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.01,
+    max_error_rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Largest share of failed requests the SLO allows."),
+    ] = 0.01,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
     """Closed-loop load: N concurrent clients send images for S seconds."""
