@@ -25,6 +25,7 @@ from tests.charts.objects import (
     pod_environment,
     render,
 )
+from tests.charts.render import template
 
 PODS = ("slipway-inference-7d9f8c6b5-x2k4q", "slipway-inference-7d9f8c6b5-p9m3z")
 REFERENCE = {"classes": ["a", "b"], "predicted_class_frequencies": {"a": 0.5, "b": 0.5}}
@@ -51,7 +52,9 @@ def test_service_settings_accept_what_the_chart_sets(monkeypatch: pytest.MonkeyP
 
 
 def test_drift_settings_accept_what_the_chart_sets(monkeypatch: pytest.MonkeyPatch) -> None:
-    environment = env_of(render({"drift.enabled": True}), DRIFT)
+    environment = env_of(
+        render({"drift.enabled": True, "drift.referenceRefreshSeconds": 60}), DRIFT
+    )
     fields = {name.upper() for name in DriftSettings.model_fields}
     names = {
         k.removeprefix("SLIPWAY_DRIFT_") for k in environment if k.startswith("SLIPWAY_DRIFT_")
@@ -60,6 +63,14 @@ def test_drift_settings_accept_what_the_chart_sets(monkeypatch: pytest.MonkeyPat
     settings = settings_from(environment, DriftSettings, monkeypatch)
     assert str(settings.prediction_log_path) == "/var/lib/slipway/predictions/*.jsonl"
     assert settings.state_path == Path("/var/lib/slipway/predictions/drift-state.json")
+    assert (settings.reference_refresh_s, settings.window, settings.min_records) == (60, 1000, 100)
+
+
+def test_a_window_smaller_than_min_records_is_refused() -> None:
+    values = {"drift.enabled": True, "drift.window": 50, "drift.minRecords": 100}
+    result = template(values=values, check=False)
+    assert result.returncode != 0
+    assert "drift.minRecords (100) must not exceed drift.window (50)" in result.stderr
 
 
 def test_each_pod_writes_its_own_log_and_the_monitor_reads_them_all(render_scenario) -> None:

@@ -14,6 +14,9 @@ invalid combination fails `helm install` / `helm template` with a clear message.
 {{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) }}
 {{- fail "keda.minReplicaCount must not exceed keda.maxReplicaCount" }}
 {{- end }}
+{{- if and .Values.drift.enabled (gt (int .Values.drift.minRecords) (int .Values.drift.window)) }}
+{{- fail (printf "drift.minRecords (%v) must not exceed drift.window (%v): the window would never be judged" .Values.drift.minRecords .Values.drift.window) }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (not .Values.keda.enabled) (not .Values.autoscaling.customMetric.enabled) (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage) }}
 {{- fail "autoscaling needs a metric: set autoscaling.targetCPUUtilizationPercentage or autoscaling.customMetric.enabled" }}
 {{- end }}
