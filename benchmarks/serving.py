@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BOUNDARY = "slipwaybenchboundary"
+SPINNING = False  # onnxruntime intra-op spin-waiting (the service's default); --spin turns it on
 
 
 # Model and image ----------------------------------------------------------------------------
@@ -104,7 +105,7 @@ def raw_onnx(model_dir: Path, threads: int, batch: int, seconds: float) -> dict[
     """Forwards of `batch` images back to back on one thread; req_s counts images."""
     from services.inference.backends import OnnxBackend
 
-    backend = OnnxBackend(model_dir, "cpu", threads)
+    backend = OnnxBackend(model_dir, "cpu", threads, SPINNING)
     data = _inputs(model_dir, batch)
     for _ in range(3):
         backend.forward(data)
@@ -137,7 +138,7 @@ def pooled_forwards(
     else:
         from services.inference.backends import OnnxBackend
 
-        forward = OnnxBackend(model_dir, "cpu", threads).forward  # type: ignore[assignment]
+        forward = OnnxBackend(model_dir, "cpu", threads, SPINNING).forward  # type: ignore[assignment]
     data = _inputs(model_dir, 1)
     forward(data)
     latencies: list[float] = []
@@ -325,6 +326,7 @@ def start_server(kind: str, model_dir: Path, threads: int, env: dict[str, str], 
             SLIPWAY_MODEL_SOURCE=str(model_dir), SLIPWAY_PORT=str(port),
             SLIPWAY_HOST="127.0.0.1", SLIPWAY_THREADS=str(threads),
             SLIPWAY_RELOAD_INTERVAL_S="0", SLIPWAY_LOG_LEVEL="WARNING",
+            SLIPWAY_INTRA_OP_SPINNING=str(SPINNING).lower(),
         )  # fmt: skip
         cmd = [sys.executable, "-m", "services.inference"]
     else:
@@ -481,6 +483,9 @@ def main() -> None:
     parser.add_argument("--overload", type=float, default=2.0)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
+    parser.add_argument(
+        "--spin", action="store_true", help="onnxruntime with intra-op spin-waiting everywhere."
+    )
     parser.add_argument("--loadgen", choices=("closed", "open"), help=argparse.SUPPRESS)
     parser.add_argument("--naive-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -488,6 +493,8 @@ def main() -> None:
     parser.add_argument("--level", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global SPINNING
+    SPINNING = args.spin
     if args.loadgen:
         image = args.image.read_bytes()
         if args.loadgen == "closed":

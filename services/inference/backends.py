@@ -37,7 +37,9 @@ class OnnxBackend:
     name = "onnxruntime"
     platform = "onnxruntime_onnx"
 
-    def __init__(self, model_dir: Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(
+        self, model_dir: Path, device: str = "cpu", threads: int = 0, spinning: bool = False
+    ) -> None:
         import onnxruntime as ort
 
         path = Path(model_dir) / ONNX_FILE
@@ -48,6 +50,9 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -97,12 +102,14 @@ class TorchBackend:
             return self.module(inputs).float().cpu().numpy()
 
 
-def load_backend(kind: str, model_dir: Path, device: str, threads: int) -> Backend:
+def load_backend(
+    kind: str, model_dir: Path, device: str, threads: int, spinning: bool = False
+) -> Backend:
     """The backend named by settings.backend for one model folder."""
     if kind == "torch":
         return TorchBackend(model_dir, device, threads)
     if kind == "onnxruntime":
-        return OnnxBackend(model_dir, device, threads)
+        return OnnxBackend(model_dir, device, threads, spinning)
     raise ModelError(f"unknown backend {kind!r}; choose onnxruntime or torch")
 
 

@@ -87,11 +87,12 @@ def load_version(
     backend: str,
     device: str,
     threads: int,
+    spinning: bool = False,
 ) -> LoadedModel:
     """Fetch and open one version (blocking: call it off the event loop)."""
     folder = source.fetch(resolved)
     card = load_card(folder)
-    runtime = load_backend(backend, folder, device, threads)
+    runtime = load_backend(backend, folder, device, threads, spinning)
     log.info("loaded %s version %s (%s, %s)", served_name, resolved.version, card.arch, backend)
     return LoadedModel(served_name, card, runtime, resolved, folder)
 

@@ -37,8 +37,9 @@ class Loader:
         """Fetch, open and warm one version; raises on any failure without touching the slot."""
         s = self.settings
         model = await asyncio.to_thread(
-            load_version, slot.source, resolved, slot.name, s.backend, s.device, s.threads
-        )
+            load_version,
+            slot.source, resolved, slot.name, s.backend, s.device, s.threads, s.intra_op_spinning,
+        )  # fmt: skip
         await self.worker.call(lambda: model.warm(s.max_batch_size))
         return model
 

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int = Field(default=0, ge=0, description="Intra-op threads; 0 = library default.")
+    intra_op_spinning: bool = Field(
+        default=False,
+        description="Let onnxruntime threads spin-wait between forwards (its own default). Off "
+        "here: spinning burns the pod's CPU quota and competes with request handling on small "
+        "or shared machines.",
+    )
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     max_batch_wait_ms: float = Field(default=5.0, ge=0)
     max_queue: int = Field(default=256, ge=1)

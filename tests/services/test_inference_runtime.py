@@ -115,7 +115,9 @@ def test_sigterm_loses_no_accepted_request_and_flushes_the_log(
 
 
 def test_request_timeout_is_503(trained_model: Path, png_bytes: bytes) -> None:
-    settings = settings_for(trained_model, fault_injection=True, request_timeout_s=0.3)
+    settings = settings_for(
+        trained_model, fault_injection=True, request_timeout_s=0.3, intra_op_spinning=True
+    )
     with ready_client(settings) as client:
         client.post("/admin/fault", json={"mode": "slow", "seconds": 1.0})
         response = client.post("/v1/predict", files=[("files", ("a.png", png_bytes))])
