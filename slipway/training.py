@@ -346,7 +346,6 @@ def _train(
         raise DataError("the dataset needs images in both the train and val splits")
     if config.channels is None:
         config.channels = scan.channels
-    seed_everything(config.seed)
     out = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
     if ctx.is_main:
