@@ -139,7 +139,12 @@ async def run_load(
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     bar.close()
-    elapsed = time.perf_counter() - start
+    return _report(url, concurrency, time.perf_counter() - start, codes, latencies)
+
+
+def _report(
+    url: str, concurrency: int, elapsed: float, codes: Counter[str], latencies: list[float]
+) -> LoadReport:
     ok = codes.pop("ok", 0)
     report = LoadReport(url, concurrency, elapsed, ok + sum(codes.values()), ok, dict(codes))
     report.rps = report.requests / elapsed if elapsed > 0 else 0.0

@@ -42,16 +42,7 @@ def _bars_svg(
         f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="14" '
         f'font-weight="bold">{html.escape(title)}</text>',
     ]
-    for i in range(ticks + 1):
-        value = step * i
-        y = TOP + plot_h - plot_h * i / ticks
-        parts.append(
-            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
-        )
-        parts.append(
-            f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" '
-            f'font-size="10">{value:.3g}</text>'
-        )
+    parts += _grid(step, ticks)
     for i, label in enumerate(labels):
         x = LEFT + i * slot + slot * 0.1
         for offset, share, color in (
@@ -73,13 +64,35 @@ def _bars_svg(
         f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{TOP + plot_h}" '
         f'y2="{TOP + plot_h}" stroke="#333"/>'
     )
+    parts += _legend()
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _grid(step: float, ticks: int) -> list[str]:
+    """Horizontal grid lines with their share labels."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    parts = []
+    for i in range(ticks + 1):
+        y = TOP + plot_h - plot_h * i / ticks
+        parts.append(
+            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+        )
+        parts.append(
+            f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" '
+            f'font-size="10">{step * i:.3g}</text>'
+        )
+    return parts
+
+
+def _legend() -> list[str]:
     legend_y = HEIGHT - 8
+    parts = []
     for k, (name, color) in enumerate((("reference", REFERENCE_COLOR), ("current", CURRENT_COLOR))):
         lx = LEFT + k * 110
         parts.append(f'<rect x="{lx}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>')
         parts.append(f'<text x="{lx + 14}" y="{legend_y}" font-size="11">{name}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    return parts
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:
