@@ -92,6 +92,15 @@ def trainer_command(args: list[str]) -> tuple[list[str], list[str]]:
     return ["torchrun", "-m", "slipway.launch"], list(args)
 
 
+# The v1 operator always sets MASTER_ADDR/MASTER_PORT, and PET_NNODES, PET_NODE_RANK and
+# PET_NPROC_PER_NODE when `nprocPerNode` is given; whether it also sets PET_MASTER_* depends on
+# its version, so the rendezvous address is passed explicitly with MASTER_* as the fallback.
+_V1_TORCHRUN = (
+    'exec torchrun --master-addr="${PET_MASTER_ADDR:-$MASTER_ADDR}" '
+    '--master-port="${PET_MASTER_PORT:-$MASTER_PORT}" -m slipway.launch "$@"'
+)
+
+
 def _resources(spec: TrainJobSpec, gpus: int) -> dict[str, Any]:
     requests: dict[str, Any] = {}
     if spec.cpu:
@@ -182,7 +191,7 @@ def build_pytorchjob(
     spec: TrainJobSpec, args: list[str], nodes: int, gpus_per_node: int
 ) -> dict[str, Any]:
     """The same run as a Training Operator v1 `PyTorchJob`: one Master and `nodes - 1` Workers."""
-    command, arguments = trainer_command(args)
+    command, arguments = ["sh", "-c", _V1_TORCHRUN, "torchrun"], list(args)
     volumes, mounts = _volumes(spec)
     container: dict[str, Any] = {
         "name": "pytorch",  # the operator finds the training container by this name

@@ -86,6 +86,9 @@ def test_pytorchjob_manifest_has_master_and_workers() -> None:
     assert job["spec"]["nprocPerNode"] == "2"
     container = replicas["Worker"]["template"]["spec"]["containers"][0]
     assert container["name"] == "pytorch" and container["resources"]["limits"][GPU] == 2
+    assert container["command"][:2] == ["sh", "-c"]
+    assert "torchrun --master-addr=" in container["command"][2]
+    assert '-m slipway.launch "$@"' in container["command"][2]
     assert container["args"] == ARGS
 
 
