@@ -206,6 +206,18 @@ CASES = [
         description="No target of job slipway-inference-drift in namespace ml-serving has been "
         "up for 10m; input drift goes unnoticed.",
     ),
+    AlertCase(
+        alert="DriftMonitorStale",
+        # Evaluations keep the timestamp at the current time until minute 20, then stop.
+        series={
+            "slipway_drift_last_evaluation_timestamp_seconds"
+            f'{{{DRIFT}, instance="10.0.0.9:8081"}}': "0+60x20 1200x60",
+        },
+        onset_min=31,
+        labels={"job": "slipway-inference-drift", "namespace": "ml-serving"},
+        description="Job slipway-inference-drift in namespace ml-serving has not evaluated drift "
+        "for more than 600s (for 5m); its drift gauges are stale.",
+    ),
 ]
 
 # A healthy release: traffic without errors, fast, ready replicas, no drift, a fresh model.
@@ -238,4 +250,6 @@ HEALTHY_SERIES = {
     f'up{{{DRIFT}, instance="10.0.0.9:8081"}}': "1x120",
     f'slipway_drift_detected{{{DRIFT}, feature="brightness"}}': "0x120",
     f'slipway_drift_score{{{DRIFT}, feature="brightness"}}': "0.02x120",
+    f'slipway_drift_last_evaluation_timestamp_seconds{{{DRIFT}, instance="10.0.0.9:8081"}}':
+    "0+60x120",
 }  # fmt: skip

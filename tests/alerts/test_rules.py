@@ -123,6 +123,7 @@ def test_parameters_override_every_duration_without_editing_the_files(tmp_path: 
         "errorRatioFor": "30s", "latencyFor": "30s", "noReadyFor": "30s", "flappingFor": "30s",
         "unavailableFor": "30s", "sheddingFor": "30s", "hpaMaxedFor": "30s", "reloadFor": "30s",
         "predictionLogDropFor": "30s", "driftFor": "30s", "driftMonitorDownFor": "30s",
+        "driftStaleFor": "30s",
         "staleModelFor": "30s", "rateWindow": "20s", "reloadWindow": "40s",
         "flappingWindow": "50s", "selector": 'job="slipway"', "driftSelector": 'job="drift"',
         "hpaSelector": 'horizontalpodautoscaler="slipway"', "deploymentSelector": 'deployment="x"',
@@ -145,5 +146,6 @@ def test_drift_alerts_only_with_the_drift_monitor() -> None:
         groups = render_rule_groups({"drift.enabled": drift})
         return {rule["alert"] for group in groups for rule in group["rules"]}
 
-    assert {"InferenceInputDrift", "DriftMonitorDown"} <= names(True)
-    assert not {"InferenceInputDrift", "DriftMonitorDown"} & names(False)
+    drift_alerts = {"InferenceInputDrift", "DriftMonitorDown", "DriftMonitorStale"}
+    assert drift_alerts <= names(True)
+    assert not drift_alerts & names(False)
