@@ -71,4 +71,8 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
         timeout_keep_alive=5,
     )
-    DrainingServer(config, app.state.service, settings.drain_seconds).run()
+    try:
+        DrainingServer(config, app.state.service, settings.drain_seconds).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises the stopping signal after a clean shutdown; Ctrl-C is not an error.
+        log.info("stopped")
