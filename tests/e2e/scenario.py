@@ -117,31 +117,28 @@ def logged_predictions(stack: Stack) -> int:
     raise AssertionError("slipway_inference_prediction_log_written_total missing")
 
 
-def run(stack: Stack, traffic: Traffic) -> Scenario:
-    s = Scenario(stack)
+class Story:
+    """The phases, one method each; `run` plays them in order and records what each left."""
 
-    def phase(name: str, body: Callable[[], None]) -> None:
-        began = time.monotonic()
-        try:
-            body()
-        except AssertionError as exc:
-            raise AssertionError(f"phase {name!r}: {exc}\n{stack.logs()}") from None
-        s.seconds[name] = round(time.monotonic() - began, 1)
-        s.fired_after[name] = s.fired()
+    def __init__(self, stack: Stack, traffic: Traffic) -> None:
+        self.stack, self.traffic = stack, traffic
+        self.s = Scenario(stack)
 
-    def normal() -> None:
-        s.reports["normal"] = traffic.normal_batch(len(traffic.normal))
-        s.drift["normal"] = wait_for(
-            "the drift window to fill with normal traffic",
-            lambda: _window_settled(stack, logged_predictions(stack)),
-            PHASE_TIMEOUT,
+    def _settled(self, what: str) -> dict[str, Any]:
+        """Wait until the drift monitor has read and judged everything logged so far."""
+        return wait_for(
+            what, lambda: _window_settled(self.stack, logged_predictions(self.stack)), PHASE_TIMEOUT
         )
 
-    def bad_requests() -> None:
-        s.reports["bad"] = traffic.bad_batch(60)
+    def normal(self) -> None:
+        self.s.reports["normal"] = self.traffic.normal_batch(len(self.traffic.normal))
+        self.s.drift["normal"] = self._settled("the drift window to fill with normal traffic")
+
+    def bad_requests(self) -> None:
+        self.s.reports["bad"] = self.traffic.bad_batch(60)
         wait_for(
             "Prometheus to see the 4xx responses",
-            lambda: stack.query(
+            lambda: self.stack.query(
                 'sum(rate(slipway_inference_requests_total{job="inference",code="4xx"}[10s])) > 0'
             ),
             30,
@@ -150,89 +147,82 @@ def run(stack: Stack, traffic: Traffic) -> Scenario:
         # its window: it must stay silent.
         end = time.monotonic() + 6
         while time.monotonic() < end:
-            s.error_alert_during_4xx += stack.active_alerts("InferenceErrorRatioHigh")
+            self.s.error_alert_during_4xx += self.stack.active_alerts("InferenceErrorRatioHigh")
             time.sleep(0.5)
 
-    def server_errors() -> None:
-        _fault(stack, "error")
+    def _fault_fires(self, mode: str, seconds: float, alert: str, batch: int) -> None:
+        """Inject a fault until `alert` fires, then clear it until the alert resolves."""
+        _fault(self.stack, mode, seconds)
         drive_until(
-            "InferenceErrorRatioHigh to fire on injected 5xx",
-            lambda: traffic.normal_batch(8),
-            lambda: s.firing("InferenceErrorRatioHigh"),
+            f"{alert} to fire on fault {mode!r}",
+            lambda: self.traffic.normal_batch(batch),
+            lambda: self.s.firing(alert),
         )
-        s.reports["errors"] = traffic.normal_batch(8)
-        _fault(stack, "off")
+        if mode == "error":
+            self.s.reports["errors"] = self.traffic.normal_batch(8)
+        _fault(self.stack, "off")
         drive_until(
-            "InferenceErrorRatioHigh to resolve on normal traffic",
-            lambda: traffic.normal_batch(8),
-            lambda: s.resolved("InferenceErrorRatioHigh"),
-        )
-
-    def stalls() -> None:
-        _fault(stack, "slow", STALL_SECONDS)
-        drive_until(
-            "InferenceLatencySloBreached to fire on stalled batches",
-            lambda: traffic.normal_batch(4),
-            lambda: s.firing("InferenceLatencySloBreached"),
-        )
-        _fault(stack, "off")
-        drive_until(
-            "InferenceLatencySloBreached to resolve on normal traffic",
-            lambda: traffic.normal_batch(8),
-            lambda: s.resolved("InferenceLatencySloBreached"),
+            f"{alert} to resolve on normal traffic",
+            lambda: self.traffic.normal_batch(8),
+            lambda: self.s.resolved(alert),
         )
 
-    def overload() -> None:
+    def server_errors(self) -> None:
+        self._fault_fires("error", 1.0, "InferenceErrorRatioHigh", 8)
+
+    def stalls(self) -> None:
+        self._fault_fires("slow", STALL_SECONDS, "InferenceLatencySloBreached", 4)
+
+    def overload(self) -> None:
         def burst() -> None:
-            s.reports["overload"] = traffic.normal_batch(150, concurrency=48)
+            self.s.reports["overload"] = self.traffic.normal_batch(150, concurrency=48)
 
         drive_until(
             "InferenceOverloadShedding to fire on a burst of clients",
             burst,
-            lambda: s.firing("InferenceOverloadShedding"),
+            lambda: self.s.firing("InferenceOverloadShedding"),
         )
         drive_until(
             "every inference alert to resolve on normal traffic",
-            lambda: traffic.normal_batch(8),
-            lambda: all(s.resolved(n) for n in INFERENCE_ALERTS),
+            lambda: self.traffic.normal_batch(8),
+            lambda: all(self.s.resolved(n) for n in INFERENCE_ALERTS),
         )
 
-    def drift() -> None:
-        s.reports["shifted"] = traffic.shifted_batch(len(traffic.shifted))
-        shifted = wait_for(
-            "the drift monitor to judge the inverted images",
-            lambda: _window_settled(stack, logged_predictions(stack)),
-            PHASE_TIMEOUT,
-        )
-        s.drift["shifted"] = shifted
+    def drift(self) -> None:
+        self.s.reports["shifted"] = self.traffic.shifted_batch(len(self.traffic.shifted))
+        shifted = self._settled("the drift monitor to judge the inverted images")
+        self.s.drift["shifted"] = shifted
         detected = {f for f, r in shifted["features"].items() if r["detected"]}
         wait_for(
             f"InferenceInputDrift to fire for {sorted(detected)}",
-            lambda: {k[1] for k in s.fired() if k[0] == "InferenceInputDrift"} >= detected,
+            lambda: {k[1] for k in self.s.fired() if k[0] == "InferenceInputDrift"} >= detected,
             PHASE_TIMEOUT,
         )
 
-    def recover() -> None:
-        s.reports["recovered"] = traffic.normal_batch(len(traffic.normal))
-        s.drift["recovered"] = wait_for(
-            "the drift window to hold only normal traffic again",
-            lambda: _window_settled(stack, logged_predictions(stack)),
-            PHASE_TIMEOUT,
+    def recover(self) -> None:
+        self.s.reports["recovered"] = self.traffic.normal_batch(len(self.traffic.normal))
+        self.s.drift["recovered"] = self._settled(
+            "the drift window to hold only normal traffic again"
         )
         wait_for(
             "InferenceInputDrift to resolve",
-            lambda: s.resolved("InferenceInputDrift"),
+            lambda: self.s.resolved("InferenceInputDrift"),
             PHASE_TIMEOUT,
         )
 
-    for name, body in (
-        ("normal", normal),
-        ("bad_requests", bad_requests),
-        ("server_errors", server_errors),
-        ("stalls", stalls),
-        ("overload", overload),
-        ("drift", drift),
-        ("recover", recover),
-    ):
-        phase(name, body)
-    return s
+
+PHASES = ("normal", "bad_requests", "server_errors", "stalls", "overload", "drift", "recover")
+
+
+def run(stack: Stack, traffic: Traffic) -> Scenario:
+    """Play every phase; a failed phase names itself and carries the processes' logs."""
+    story = Story(stack, traffic)
+    for name in PHASES:
+        began = time.monotonic()
+        try:
+            getattr(story, name)()
+        except AssertionError as exc:
+            raise AssertionError(f"phase {name!r}: {exc}\n{stack.logs()}") from None
+        story.s.seconds[name] = round(time.monotonic() - began, 1)
+        story.s.fired_after[name] = story.s.fired()
+    return story.s

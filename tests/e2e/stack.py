@@ -96,22 +96,11 @@ def alertmanager_config(webhook_url: str) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def monitoring_stack(
-    model_dir: Path, work: Path, rule_params: Mapping[str, Any], service_env: Mapping[str, str]
-) -> Iterator[Stack]:
-    """Start everything (Alertmanager before Prometheus), yield, stop everything."""
-    from tests.charts.render import write_rules_file
-
-    prometheus_bin = require_tool("prometheus")
-    alertmanager_bin = require_tool("prometheus-alertmanager")
-    params = {
-        "selector": f'job="{INFERENCE_JOB}"',
-        "driftSelector": f'job="{DRIFT_JOB}"',
-        **rule_params,
-    }
-    rules = write_rules_file(work / "rules.yaml", {"prometheusRule.params": params})
-    ports = {name: free_port() for name in ("inference", "drift", "prometheus", "alertmanager")}
+def service_processes(
+    model_dir: Path, work: Path, ports: Mapping[str, int], service_env: Mapping[str, str]
+) -> tuple[Process, Process]:
+    """The inference service and the drift monitor, sharing the log folder as the chart's pods
+    share the claim."""
     log_dir = work / "predictions"
     inference = python_module(
         "inference",
@@ -144,43 +133,67 @@ def monitoring_stack(
             "SLIPWAY_DRIFT_PORT": str(ports["drift"]),
         },
     )
+    return inference, drift
+
+
+def monitoring_processes(
+    work: Path, ports: Mapping[str, int], rules: Path, webhook_url: str
+) -> tuple[Process, Process]:
+    """Alertmanager (notifying the webhook) and Prometheus (scraping both services)."""
     (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(ports, rules)))
+    (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(webhook_url)))
+    alertmanager = Process(
+        "alertmanager",
+        [
+            require_tool("prometheus-alertmanager"),
+            f"--config.file={work / 'alertmanager.yml'}",
+            f"--storage.path={work / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        work / "alertmanager.log",
+        {},
+    )
+    prometheus = Process(
+        "prometheus",
+        [
+            require_tool("prometheus"),
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+            "--rules.alert.resend-delay=1s",
+            "--log.level=warn",
+        ],
+        work / "prometheus.log",
+        {},
+    )
+    return alertmanager, prometheus
+
+
+@contextlib.contextmanager
+def monitoring_stack(
+    model_dir: Path, work: Path, rule_params: Mapping[str, Any], service_env: Mapping[str, str]
+) -> Iterator[Stack]:
+    """Start everything (Alertmanager before Prometheus), yield, stop everything."""
+    from tests.charts.render import write_rules_file
+
+    params = {
+        "selector": f'job="{INFERENCE_JOB}"',
+        "driftSelector": f'job="{DRIFT_JOB}"',
+        **rule_params,
+    }
+    rules = write_rules_file(work / "rules.yaml", {"prometheusRule.params": params})
+    ports = {name: free_port() for name in ("inference", "drift", "prometheus", "alertmanager")}
+    inference, drift = service_processes(model_dir, work, ports, service_env)
     with Webhook() as webhook:
-        (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(webhook.url)))
-        alertmanager = Process(
-            "alertmanager",
-            [
-                alertmanager_bin,
-                f"--config.file={work / 'alertmanager.yml'}",
-                f"--storage.path={work / 'alertmanager-data'}",
-                f"--web.listen-address=127.0.0.1:{ports['alertmanager']}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            work / "alertmanager.log",
-            {},
-        )
-        prometheus = Process(
-            "prometheus",
-            [
-                prometheus_bin,
-                f"--config.file={work / 'prometheus.yml'}",
-                f"--storage.tsdb.path={work / 'prometheus-data'}",
-                f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
-                "--rules.alert.resend-delay=1s",
-                "--log.level=warn",
-            ],
-            work / "prometheus.log",
-            {},
-        )
+        alertmanager, prometheus = monitoring_processes(work, ports, rules, webhook.url)
+        url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         stack = Stack(
-            inference=f"http://127.0.0.1:{ports['inference']}",
-            drift=f"http://127.0.0.1:{ports['drift']}",
-            prometheus=f"http://127.0.0.1:{ports['prometheus']}",
-            alertmanager=f"http://127.0.0.1:{ports['alertmanager']}",
+            **url,
             webhook=webhook,
             work=work,
-            prediction_logs=log_dir,
+            prediction_logs=work / "predictions",
             processes={
                 "inference": inference,
                 "drift": drift,
