@@ -17,7 +17,7 @@ SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format venv clean tools base-image images test-images
+.PHONY: run test lint format venv clean tools base-image images test-images bench-serving
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ run: $(VENV)/.installed-run
 	SLIPWAY_DRAIN_SECONDS=0 exec $(SLIPWAY) serve --model $(SERVE_SOURCE) \
 	  --tracking-uri $(MLFLOW_URI) --host $(SERVE_HOST) --port $(SERVE_PORT) \
 	  --prediction-log $(WORK)/predictions.jsonl
+
+## bench-serving: service vs raw model vs naive FastAPI (benchmarks/README.md); run it on an
+## idle machine, e.g. make bench-serving SERVING_BENCH_ARGS="--seconds 10 --rounds 2"
+SERVING_BENCH_ARGS ?=
+bench-serving: $(VENV)/.installed-run
+	$(PY) benchmarks/serving.py $(SERVING_BENCH_ARGS)
 
 ## tools: helm, kubectl and checkov for the chart and cluster tests, into tools/ (idempotent)
 tools:
