@@ -61,7 +61,10 @@ class ModelSource:
         """A local model folder holding `resolved`, downloaded into the cache when remote."""
         if not self.is_registry:
             return Path(self.source)
-        target = self.cache_dir / _safe(resolved.registered_name) / _safe(resolved.version)
+        # The run id keeps two registries (a fresh `make run`, another cluster) that both
+        # have a "version 1" from sharing one cache entry.
+        key = f"{resolved.version}-{resolved.run_id[:12]}" if resolved.run_id else resolved.version
+        target = self.cache_dir / _safe(resolved.registered_name) / _safe(key)
         if (target / CARD_FILE).is_file():
             return target
         import mlflow.artifacts

@@ -123,3 +123,25 @@ def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes:
         _eventually(refused, timeout=30)
         assert _version(client) == after
         assert _predict(client, png_bytes)["version"] == after
+
+
+def test_two_registries_never_share_a_cached_version(trained_model: Path, tmp_path: Path) -> None:
+    """A fresh registry's "version 1" is not mistaken for another registry's cached one."""
+    from services.inference.source import ModelSource
+    from slipway.card import load_card
+
+    other = tmp_path / "other"
+    shutil.copytree(trained_model, other, ignore=shutil.ignore_patterns("checkpoints", "*.pt"))
+    card = json.loads((other / "model_card.json").read_text())
+    card["metrics"]["marker"] = 42.0
+    (other / "model_card.json").write_text(json.dumps(card))
+    cache = tmp_path / "cache"
+    fetched = []
+    for n, folder in enumerate((trained_model, other)):
+        uri = f"sqlite:///{tmp_path}/mlflow{n}.db"
+        assert register_version(uri, NAME, folder, "production", tmp_path / f"a{n}") == "1"
+        source = ModelSource(f"models:/{NAME}@production", uri, str(cache))
+        fetched.append(source.fetch(source.resolve()))
+    assert fetched[0] != fetched[1]
+    assert "marker" not in load_card(fetched[0]).metrics
+    assert load_card(fetched[1]).metrics["marker"] == 42.0
