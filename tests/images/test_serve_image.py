@@ -181,7 +181,21 @@ def test_cpu_image_has_no_torch(serve_image: str) -> None:
     assert "No module named 'torch'" in torch.stderr
     serving = podman(
         "run", "--rm", "--network=none", "--entrypoint", "python", serve_image,
-        "-c", "import onnxruntime, slipway.preprocessing, services.inference.app",
+        "-c", IMPORT_SERVICES,
         check=False,
     )  # fmt: skip
     assert serving.returncode == 0, serving.stderr
+    assert int(serving.stdout) >= 10
+
+
+# The chart runs both services from this image: `python -m services.inference` and, for the
+# drift monitor, `python -m services.drift`.
+IMPORT_SERVICES = """
+import importlib, pkgutil
+import services.drift, services.inference
+names = [f"{p.__name__}.{m.name}" for p in (services.drift, services.inference)
+         for m in pkgutil.iter_modules(p.__path__) if m.name != "__main__"]
+for name in names:
+    importlib.import_module(name)
+print(len(names))
+"""
