@@ -1,0 +1,37 @@
+"""The train step's multi-process path (gpus > 1): torchrun with gloo on CPU, curves in MLflow."""
+
+from pathlib import Path
+
+import pytest
+
+from slipway.registry import Registry
+from slipway.steps import prepare, train_step
+from slipway.training import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_processes_train_and_the_curves_reach_mlflow(demo_data: Path, tmp_path: Path) -> None:
+    prepare(str(demo_data), tmp_path / "dataset")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = TrainConfig(epochs=2, batch_size=32, max_batches_per_epoch=2)
+    info = train_step(
+        tmp_path / "dataset",
+        tmp_path / "model",
+        config,
+        work_dir=tmp_path / "work",
+        tracking_uri=uri,
+        run_name="ddp",
+        run_tags={"pipeline_run_id": "p"},
+        experiment="slipway",
+        gpus=2,
+    )
+    assert info["epochs_run"] == 2
+    assert {"model.pt", "model_card.json", "reference.json"} <= {
+        p.name for p in (tmp_path / "model").iterdir()
+    }
+    assert not (tmp_path / "work").exists()
+    client = Registry(uri).client
+    steps = sorted(m.step for m in client.get_metric_history(info["mlflow_run_id"], "val_loss"))
+    assert steps == [1, 2]
+    assert client.get_run(info["mlflow_run_id"]).data.params["batch_size"] == "32"
