@@ -223,7 +223,7 @@ def submit(
             run = client.create_run_from_pipeline_package(
                 str(package),
                 arguments=params,
-                run_name=run_name,
+                run_name=run_name or f"{PIPELINE_NAME} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 experiment_id=exp.experiment_id,
                 namespace=namespace,
                 enable_caching=False if fresh else None,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 
@@ -118,3 +120,81 @@ def test_local_run_input_mistakes_are_one_line(tmp_path) -> None:
     missing = tmp_path / "missing"
     line = _one_line_error(_slipway("pipeline", "run", "--local", "--data", str(missing)))
     assert "--data must name an existing dataset folder" in line
+
+
+class _FakeKfpApi(http.server.BaseHTTPRequestHandler):
+    """Just enough of the KFP v2beta1 REST API to accept runs; it records what it was sent."""
+
+    calls: ClassVar[list[tuple[str, str, dict]]] = []
+
+    def _reply(self, body: dict) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        self.calls.append(("GET", self.path, {}))
+        self._reply({"multi_user": False} if "healthz" in self.path else {})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        self.calls.append(("POST", self.path, body))
+        ids = {"experiments": "experiment_id", "runs": "run_id"}
+        ids["recurringruns"] = "recurring_run_id"
+        kind = self.path.split("?")[0].rsplit("/", 1)[-1]
+        self._reply({ids[kind]: f"{kind}-1", "display_name": body.get("display_name", "")})
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def fake_kfp() -> Iterator[tuple[str, list]]:
+    _FakeKfpApi.calls = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfpApi)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _FakeKfpApi.calls
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _posted(calls: list, kind: str) -> dict:
+    return next(body for method, path, body in calls if method == "POST" and kind in path)
+
+
+def test_submit_sends_the_compiled_pipeline_and_parameters(fake_kfp) -> None:
+    host, calls = fake_kfp
+    args = ["pipeline", "submit", "--host", host, "--data", "s3://bucket/set", "--epochs", "7"]
+    result = _slipway(*args, "--fresh", "--image", "registry.example.com/t:2")
+    assert result.returncode == 0, result.stderr
+    assert "run_id: runs-1" in result.stdout
+    run = _posted(calls, "/apis/v2beta1/runs")
+    assert run["experiment_id"] == "experiments-1"
+    assert run["runtime_config"]["parameters"]["source_uri"] == "s3://bucket/set"
+    assert run["runtime_config"]["parameters"]["epochs"] == 7
+    spec = run["pipeline_spec"]["pipeline_spec"]
+    platform = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
+    assert platform["deploymentSpec"]["executors"]["exec-train-model"]["tolerations"]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example.com/t:2"}
+    tasks = spec["root"]["dag"]["tasks"].values()
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks)  # --fresh
+
+    calls.clear()
+    assert _slipway(*args).returncode == 0
+    tasks = _posted(calls, "/apis/v2beta1/runs")["pipeline_spec"]["pipeline_spec"]["root"]["dag"]
+    assert tasks["tasks"]["prepare-dataset"]["cachingOptions"]["enableCache"] is True
+
+
+def test_schedule_creates_a_recurring_run_without_cache(fake_kfp) -> None:
+    host, calls = fake_kfp
+    result = _slipway("pipeline", "submit", "--host", host, "--schedule", "0 3 * * *")
+    assert result.returncode == 0, result.stderr
+    job = _posted(calls, "recurringruns")
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    assert job["no_catchup"] is True and job["max_concurrency"] == 1
+    tasks = job["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"].values()
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks)
