@@ -70,7 +70,7 @@ IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= podman
 BASE_IMAGE ?= python:3.11-slim-bookworm
 SERVE_IMAGE ?= ghcr.io/slipway/serve:$(IMAGE_VERSION)
-TRAIN_IMAGE ?= ghcr.io/slipway/slipway-train:$(IMAGE_VERSION)
+TRAIN_IMAGE ?= ghcr.io/slipway/train:$(IMAGE_VERSION)
 IMAGE_BUILD_ARGS ?=
 IMAGE_BUILD = CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf $(CONTAINER) build \
 	$(if $(filter podman,$(CONTAINER)),--format docker) --build-arg BASE_IMAGE=$(BASE_IMAGE) \

@@ -6,4 +6,4 @@ kfp.local runs the same functions in this virtual environment. The pipeline may 
 image when it is compiled (`slipway pipeline compile --image ...`).
 """
 
-TRAIN_IMAGE = "ghcr.io/slipway/slipway-train:0.1.0"
+TRAIN_IMAGE = "ghcr.io/slipway/train:0.1.0"
