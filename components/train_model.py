@@ -28,6 +28,13 @@ def train_model(
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "slipway",
     git_commit: str = "",
+    nodes: int = 1,
+    job_kind: str = "TrainJob",
+    job_image: str = "",
+    job_namespace: str = "",
+    job_volume_claim: str = "",
+    job_mount_path: str = "/mnt/slipway",
+    job_placement: str = "",
 ) -> NamedTuple("TrainOutputs", [("mlflow_run_id", str)]):
     """Train a torchvision classifier; a retried task resumes from its last epoch.
 
@@ -53,12 +60,22 @@ def train_model(
         mlflow_tracking_uri: MLflow tracking URI ("" takes MLFLOW_TRACKING_URI from the pod).
         mlflow_experiment: MLflow experiment for the run.
         git_commit: Source revision the pipeline was built from, for lineage.
+        nodes: Nodes to train on; more than one runs a Kubeflow TrainJob (or PyTorchJob) of
+            `nodes` x `gpus` processes and waits for it, instead of training in this pod.
+        job_kind: "TrainJob" (Kubeflow Trainer v2) or "PyTorchJob" (Training Operator v1).
+        job_image: Image of the job's pods (the training image).
+        job_namespace: Namespace of the job ("" = this pod's namespace).
+        job_volume_claim: ReadWriteMany PVC with the data and checkpoint_root, mounted in the
+            job's pods at job_mount_path (the same path as in this pod).
+        job_mount_path: Where that claim is mounted.
+        job_placement: JSON {"node_selector": {...}, "tolerations": [...]} for the job's pods.
     """
     from collections import namedtuple
     from pathlib import Path
 
     from slipway.steps import train_step
     from slipway.training import TrainConfig
+    from slipway.trainjob import spec_from_placement
 
     config = TrainConfig(
         arch=arch,
@@ -81,6 +98,12 @@ def train_model(
         run_tags={"pipeline_run_id": pipeline_run_id, "git_commit": git_commit},
         experiment=mlflow_experiment,
         gpus=gpus,
+        nodes=nodes,
+        trainjob=spec_from_placement(
+            job_image, job_kind, job_namespace, job_volume_claim, job_mount_path, job_placement
+        )
+        if nodes > 1
+        else None,
     )
     model.metadata.update(info)
     for key in ("val_accuracy", "val_loss", "best_epoch", "epochs_run", "resumed_from_epoch"):

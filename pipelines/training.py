@@ -7,6 +7,7 @@ ConfigMap and credentials from a Secret, retries with backoff, and which steps m
 kfp.local ignores the Kubernetes settings, so the same pipeline runs on a laptop.
 """
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -117,8 +118,66 @@ def _gpu(task: dsl.PipelineTask, opts: ClusterOptions, gpus: Any) -> None:
     )
 
 
+def _placement(opts: ClusterOptions) -> str:
+    """Node selector and toleration of the GPU pool, for the pods of a multi-node job."""
+    toleration = {
+        "key": opts.gpu_toleration_key,
+        "operator": "Exists",
+        "effect": opts.gpu_toleration_effect,
+    }
+    return json.dumps({"node_selector": opts.gpu_node_selector, "tolerations": [toleration]})
+
+
+def _after_training(
+    opts: ClusterOptions, dataset: Any, train: dsl.PipelineTask, p: dict[str, Any]
+) -> dsl.PipelineTask:
+    """evaluate -> export -> register on the trained model; returns the register task."""
+    mlflow_run = train.outputs["mlflow_run_id"]
+    evaluate = evaluate_model(
+        dataset=dataset,
+        model=train.outputs["model"],
+        mlflow_tracking_uri=p["mlflow_tracking_uri"],
+        mlflow_run_id=mlflow_run,
+    ).set_display_name("evaluate model")
+    export = export_model(
+        dataset=dataset,
+        model=evaluate.outputs["evaluated_model"],
+        parity_images=p["parity_images"],
+        tolerance=p["parity_tolerance"],
+        latency_batch_size=p["latency_batch_size"],
+        mlflow_tracking_uri=p["mlflow_tracking_uri"],
+        mlflow_run_id=mlflow_run,
+    ).set_display_name("export model")
+    register = register_model(
+        dataset=dataset,
+        model=export.outputs["exported_model"],
+        model_name=p["model_name"],
+        mlflow_tracking_uri=p["mlflow_tracking_uri"],
+        mlflow_experiment=p["mlflow_experiment"],
+        mlflow_run_id=mlflow_run,
+        pipeline_run_id=p["run_id"],
+        git_commit=p["git_commit"],
+        accuracy_margin=p["accuracy_margin"],
+        max_p95_latency_ms=p["max_p95_latency_ms"],
+        min_accuracy=p["min_accuracy"],
+    ).set_display_name("register model")
+    for task in (evaluate, export):
+        task.set_caching_options(enable_caching=True)
+    register.set_caching_options(enable_caching=False)  # side effects: never replay it
+    for task in (evaluate, export, register):
+        _wire(task, opts, mlflow=True, retries=opts.step_retries)
+        _resources(task, opts.step_resources)
+    return register
+
+
 def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
-    """The `@dsl.pipeline` for these cluster options (compile it, or call it under kfp.local)."""
+    """The `@dsl.pipeline` for these cluster options (compile it, or call it under kfp.local).
+
+    `nodes` == 1 trains in the train task itself, on `gpus_per_node` GPUs of the GPU pool
+    (torchrun when more than one). `nodes` > 1 takes the other branch: a CPU task that runs a
+    Kubeflow TrainJob (or PyTorchJob) of `nodes` x `gpus_per_node` processes on the GPU pool,
+    sharing the PVC, and waits for it. Evaluate, export and register follow either branch.
+    """
     opts = opts or ClusterOptions()
     checkpoints = f"{opts.mount_path}/checkpoints"
 
@@ -138,7 +197,9 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
         patience: int = 3,
         num_workers: int = 4,
         max_batches_per_epoch: int = 0,
-        gpus: int = 1,
+        gpus_per_node: int = 1,
+        nodes: int = 1,
+        training_job_kind: str = "TrainJob",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         max_rejected_fraction: float = 0.1,
@@ -153,15 +214,19 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
         checkpoint_root: str = checkpoints,
         git_commit: str = "",
     ) -> PipelineOutputs:
-        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        params = dict(locals())
+        params["run_id"] = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         prepare = prepare_dataset(
             source_uri=source_uri,
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             max_rejected_fraction=max_rejected_fraction,
         ).set_display_name("prepare dataset")
+        prepare.set_caching_options(enable_caching=True)
+        _wire(prepare, opts, mlflow=False, retries=opts.step_retries)
+        _resources(prepare, opts.step_resources)
         dataset = prepare.outputs["dataset"]
-        train = train_model(
+        train_args = dict(
             dataset=dataset,
             arch=arch,
             epochs=epochs,
@@ -172,65 +237,47 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
             patience=patience,
             num_workers=num_workers,
             max_batches_per_epoch=max_batches_per_epoch,
-            gpus=gpus,
+            gpus=gpus_per_node,
             checkpoint_root=checkpoint_root,
-            pipeline_run_id=run_id,
+            pipeline_run_id=params["run_id"],
             mlflow_tracking_uri=mlflow_tracking_uri,
             mlflow_experiment=mlflow_experiment,
             git_commit=git_commit,
-        ).set_display_name("train model")
-        mlflow_run = train.outputs["mlflow_run_id"]
-        evaluate = evaluate_model(
-            dataset=dataset,
-            model=train.outputs["model"],
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            mlflow_run_id=mlflow_run,
-        ).set_display_name("evaluate model")
-        export = export_model(
-            dataset=dataset,
-            model=evaluate.outputs["evaluated_model"],
-            parity_images=parity_images,
-            tolerance=parity_tolerance,
-            latency_batch_size=latency_batch_size,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            mlflow_run_id=mlflow_run,
-        ).set_display_name("export model")
-        register = register_model(
-            dataset=dataset,
-            model=export.outputs["exported_model"],
-            model_name=model_name,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            mlflow_experiment=mlflow_experiment,
-            mlflow_run_id=mlflow_run,
-            pipeline_run_id=run_id,
-            git_commit=git_commit,
-            accuracy_margin=accuracy_margin,
-            max_p95_latency_ms=max_p95_latency_ms,
-            min_accuracy=min_accuracy,
-        ).set_display_name("register model")
-
-        for task in (prepare, evaluate, export):
-            task.set_caching_options(enable_caching=True)
-        for task in (train, register):  # side effects: never replay them from a cache
-            task.set_caching_options(enable_caching=False)
-        _wire(prepare, opts, mlflow=False, retries=opts.step_retries)
-        _wire(train, opts, mlflow=True, retries=opts.train_retries)
-        for task in (evaluate, export, register):
-            _wire(task, opts, mlflow=True, retries=opts.step_retries)
-        for task in (prepare, evaluate, export, register):
-            _resources(task, opts.step_resources)
-        _resources(train, opts.train_resources)
-        kubernetes.empty_dir_mount(
-            train,
-            volume_name="dshm",
-            mount_path="/dev/shm",
-            medium="Memory",
-            size_limit=opts.shm_size,
         )
-        if opts.use_gpu:
-            _gpu(train, opts, gpus)
+        with dsl.If(nodes == 1, name="one-node"):
+            train = train_model(**train_args).set_display_name("train model")
+            train.set_caching_options(enable_caching=False)
+            _wire(train, opts, mlflow=True, retries=opts.train_retries)
+            _resources(train, opts.train_resources)
+            kubernetes.empty_dir_mount(
+                train,
+                volume_name="dshm",
+                mount_path="/dev/shm",
+                medium="Memory",
+                size_limit=opts.shm_size,
+            )
+            if opts.use_gpu:
+                _gpu(train, opts, gpus_per_node)
+            one = _after_training(opts, dataset, train, params)
+        with dsl.Else(name="multi-node"):
+            launch = train_model(
+                **train_args,
+                nodes=nodes,
+                job_kind=training_job_kind,
+                job_image=opts.image,
+                job_volume_claim=opts.pvc_name,
+                job_mount_path=opts.mount_path,
+                job_placement=_placement(opts),
+            ).set_display_name("train as a cluster job")
+            launch.set_caching_options(enable_caching=False)
+            _wire(launch, opts, mlflow=True, retries=opts.train_retries)
+            _resources(launch, opts.step_resources)
+            many = _after_training(opts, dataset, launch, params)
         return PipelineOutputs(
-            register.outputs["version"], register.outputs["decision"], register.outputs["reason"]
+            *(
+                dsl.OneOf(one.outputs[key], many.outputs[key])
+                for key in ("version", "decision", "reason")
+            )
         )
 
     return training_pipeline

@@ -115,24 +115,23 @@ def run_training(
             f"({nodes} node(s) x {gpus_per_node})"
         )
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / "checkpoints"
-    if trainjob is not None:
-        from slipway.trainjob import run_trainjob
-
-        uri = data.root if _is_scan(data) else data  # type: ignore[union-attr]
-        args = worker_args(uri, out_dir, config, checkpoint_dir, name=name)
-        run_trainjob(trainjob, args, nodes=nodes, gpus_per_node=gpus_per_node)
-        return read_result(out_dir, ckpt_dir)
-    if gpus_per_node == 1:
+    if trainjob is None and gpus_per_node == 1:
         return train(data, out_dir, config, checkpoint_dir, name=name)  # type: ignore[arg-type]
-    _check_devices(config, gpus_per_node)
     manifest = None
     if _is_scan(data):
+        # Every process reads the split prepare_dataset made, not a fresh scan of the folder.
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         manifest = ckpt_dir / MANIFEST_FILE
         data.save(manifest)  # type: ignore[union-attr]
         data = data.root  # type: ignore[union-attr]
     args = worker_args(data, out_dir, config, checkpoint_dir, manifest, name)  # type: ignore[arg-type]
-    run_torchrun(torchrun_command(gpus_per_node, args))
+    if trainjob is not None:
+        from slipway.trainjob import run_trainjob
+
+        run_trainjob(trainjob, args, nodes=nodes, gpus_per_node=gpus_per_node)
+    else:
+        _check_devices(config, gpus_per_node)
+        run_torchrun(torchrun_command(gpus_per_node, args))
     return read_result(out_dir, ckpt_dir)
 
 

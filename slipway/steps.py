@@ -13,12 +13,15 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slipway.data import DatasetScan, SplitFractions, scan_dataset
 from slipway.errors import DataError
 from slipway.lineage import split_fingerprint
 from slipway.registry import PromotionPolicy, Registry
+
+if TYPE_CHECKING:
+    from slipway.trainjob import TrainJobSpec
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +97,16 @@ def train_step(
     experiment: str,
     gpus: int = 1,
     keep_work_dir: bool = False,
+    nodes: int = 1,
+    trainjob: TrainJobSpec | None = None,
 ) -> dict[str, Any]:
     """Train into `work_dir` (on a volume that outlives the pod), then copy to `model_dir`.
 
     Checkpoint, best weights and the MLflow run id all live in `work_dir`, so a retried task with
     the same `work_dir` resumes the same epochs and the same MLflow run. With `gpus` > 1 the
-    epochs run under torchrun (`slipway.launch`) and the curves are logged when it returns.
+    epochs run under torchrun (`slipway.launch`); with `nodes` > 1 they run as a Kubeflow
+    TrainJob/PyTorchJob described by `trainjob` (data and `work_dir` on its shared volume). In
+    both cases the curves are logged when training returns.
     """
     from slipway.tracking import RUN_ID_FILE, EpochLogger, log_params, start_or_resume_run
     from slipway.training import train
@@ -112,11 +119,17 @@ def train_step(
     log_params(registry, run_id, {**asdict(config), "dataset_fingerprint": scan.fingerprint})
     logger = EpochLogger(registry, run_id)
     try:
-        if gpus > 1:
+        if gpus > 1 or nodes > 1:
             from slipway.launch import run_training
 
             result = run_training(
-                scan, work / "model", config, work / "checkpoints", gpus_per_node=gpus
+                scan,
+                work / "model",
+                config,
+                work / "checkpoints",
+                gpus_per_node=gpus,
+                nodes=nodes,
+                trainjob=trainjob,
             )
         else:
             result = train(

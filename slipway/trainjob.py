@@ -14,10 +14,12 @@ conditions.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from slipway.errors import SlipwayError
@@ -79,6 +81,42 @@ class TrainJobSpec:
             raise SlipwayError(f"kind must be TrainJob or PyTorchJob, got {self.kind!r}")
         if not self.image:
             raise SlipwayError("a cluster training job needs an image")
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def current_namespace(default: str = "default") -> str:
+    """The namespace of the pod this runs in (a pipeline step launches jobs next to itself)."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or default
+    except OSError:
+        return default
+
+
+def spec_from_placement(
+    image: str,
+    kind: str = "TrainJob",
+    namespace: str = "",
+    volume_claim: str = "",
+    mount_path: str = "/mnt/slipway",
+    placement: str = "",
+) -> TrainJobSpec:
+    """A TrainJobSpec from the flat settings a pipeline step receives.
+
+    `placement` is JSON `{"node_selector": {...}, "tolerations": [...]}` (the GPU node pool),
+    written by the pipeline at compile time; an empty namespace means the step's own.
+    """
+    extra = json.loads(placement) if placement else {}
+    return TrainJobSpec(
+        image=image,
+        kind=kind,  # type: ignore[arg-type]
+        namespace=namespace or current_namespace(),
+        volume_claim=volume_claim or None,
+        mount_path=mount_path,
+        node_selector=dict(extra.get("node_selector", {})),
+        tolerations=list(extra.get("tolerations", [])),
+    )
 
 
 def job_name(args: list[str], prefix: str = "slipway-train") -> str:

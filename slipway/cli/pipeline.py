@@ -241,7 +241,15 @@ def submit_cmd(
     model_name: ModelName = None,
     arch: Arch = None,
     epochs: Epochs = None,
-    gpus: Annotated[int | None, typer.Option(min=1, help="GPUs for the train task.")] = None,
+    gpus_per_node: Annotated[
+        int | None, typer.Option(min=1, help="GPUs per training node (torchrun when > 1).")
+    ] = None,
+    nodes: Annotated[
+        int | None, typer.Option(min=1, help="Training nodes; > 1 runs a Kubeflow TrainJob.")
+    ] = None,
+    job_kind: Annotated[
+        str | None, typer.Option(help="TrainJob (Trainer v2) or PyTorchJob (Training Operator).")
+    ] = None,
     accuracy_margin: Margin = None,
     max_p95_ms: Slo = None,
     min_accuracy: MinAcc = None,
@@ -263,7 +271,9 @@ def submit_cmd(
         model_name=model_name,
         arch=arch,
         epochs=epochs,
-        gpus=gpus,
+        gpus_per_node=gpus_per_node,
+        nodes=nodes,
+        training_job_kind=job_kind,
         accuracy_margin=accuracy_margin,
         max_p95_latency_ms=max_p95_ms,
         min_accuracy=min_accuracy,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +33,9 @@ def ir(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[s
 def test_every_step_runs_the_given_image_without_installing_anything(ir) -> None:
     spec, _ = ir
     executors = spec["deploymentSpec"]["executors"]
-    assert set(executors) == {
-        f"exec-{n}-model" for n in ("train", "evaluate", "export", "register")
-    } | {"exec-prepare-dataset"}
+    steps = {f"exec-{n}-model" for n in ("train", "evaluate", "export", "register")}
+    # The multi-node branch repeats train (as a job launcher) and the steps after it.
+    assert set(executors) == steps | {f"{n}-2" for n in steps} | {"exec-prepare-dataset"}
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == IMAGE, name
@@ -45,8 +46,10 @@ def test_train_task_asks_for_gpus_on_the_gpu_pool(ir) -> None:
     spec, platform = ir
     resources = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["resources"]
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert "pipelinechannel--gpus" in resources["accelerator"]["resourceCount"]
-    assert spec["root"]["inputDefinitions"]["parameters"]["gpus"]["defaultValue"] == 1
+    assert "pipelinechannel--gpus_per_node" in resources["accelerator"]["resourceCount"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["gpus_per_node"]["defaultValue"] == 1
+    assert params["nodes"]["defaultValue"] == 1
     assert resources["resourceCpuLimit"] == "8" and resources["resourceMemoryLimit"] == "32Gi"
     train = platform["exec-train-model"]
     assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
@@ -56,6 +59,34 @@ def test_train_task_asks_for_gpus_on_the_gpu_pool(ir) -> None:
     assert train["emptyDirMounts"] == [
         {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "8Gi"}
     ]
+
+
+def test_more_than_one_node_runs_a_cluster_job_from_a_cpu_task(ir) -> None:
+    spec, platform = ir
+    branches = spec["root"]["dag"]["tasks"]["condition-branches-1"]
+    component = spec["components"][branches["componentRef"]["name"]]
+    conditions = {
+        name: task["triggerPolicy"]["condition"] for name, task in component["dag"]["tasks"].items()
+    }
+    assert "int(inputs.parameter_values['pipelinechannel--nodes']) == 1" in conditions.values()
+    launcher = spec["deploymentSpec"]["executors"]["exec-train-model-2"]["container"]
+    assert "accelerator" not in launcher["resources"]
+    assert launcher["resources"]["resourceCpuRequest"] == "1"
+    assert "tolerations" not in platform["exec-train-model-2"]
+    assert platform["exec-train-model-2"]["pvcMount"][0]["constant"] == "slipway-data"
+    multi = spec["components"]["comp-condition-3"]["dag"]["tasks"]["train-model-2"]["inputs"]
+    constants = {
+        k: v["runtimeValue"]["constant"]
+        for k, v in multi["parameters"].items()
+        if "runtimeValue" in v
+    }
+    assert constants["job_image"] == IMAGE
+    assert constants["job_volume_claim"] == "slipway-data"
+    assert constants["job_mount_path"] == "/mnt/slipway"
+    placement = json.loads(constants["job_placement"])
+    assert placement["node_selector"] == {"nvidia.com/gpu.present": "true"}
+    assert placement["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert multi["parameters"]["nodes"]["componentInputParameter"] == "pipelinechannel--nodes"
 
 
 def test_cpu_steps_stay_off_the_gpu_pool(ir) -> None:
@@ -84,30 +115,39 @@ def test_volumes_and_mlflow_settings(ir) -> None:
         assert "MLFLOW_TRACKING_URI" in {e["envVar"] for e in config["keyToEnv"]}
 
 
+def _tasks(spec: dict[str, Any]) -> dict[str, Any]:
+    """Every task of the IR, wherever it sits (the root DAG or a condition branch)."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
 def test_retries_and_caching(ir) -> None:
     spec, _ = ir
-    tasks = spec["root"]["dag"]["tasks"]
-    train = tasks["train-model"]["retryPolicy"]
-    assert train["maxRetryCount"] == 3
-    assert train["backoffDuration"] == "60s" and train["backoffFactor"] == 2.0
-    for step in ("prepare-dataset", "evaluate-model", "export-model"):
+    tasks = _tasks(spec)
+    for step in ("train-model", "train-model-2"):
+        retry = tasks[step]["retryPolicy"]
+        assert retry["maxRetryCount"] == 3
+        assert retry["backoffDuration"] == "60s" and retry["backoffFactor"] == 2.0
+    for step in ("prepare-dataset", "evaluate-model", "export-model", "evaluate-model-2"):
         assert tasks[step]["cachingOptions"].get("enableCache") is True, step
-    for step in ("train-model", "register-model"):
+    for step in ("train-model", "register-model", "train-model-2", "register-model-2"):
         assert not tasks[step]["cachingOptions"].get("enableCache"), step
 
 
 def test_steps_are_chained_and_the_run_id_reaches_train_and_register(ir) -> None:
     spec, _ = ir
-    tasks = spec["root"]["dag"]["tasks"]
-    assert tasks["train-model"]["dependentTasks"] == ["prepare-dataset"]
-    assert tasks["register-model"]["dependentTasks"] == [
-        "export-model",
-        "prepare-dataset",
-        "train-model",
-    ]
-    for step in ("train-model", "register-model"):
-        run_id = tasks[step]["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]
-        assert run_id["constant"] == "{{$.pipeline_job_uuid}}"
+    tasks = _tasks(spec)
+    assert tasks["condition-branches-1"]["dependentTasks"] == ["prepare-dataset"]
+    for suffix in ("", "-2"):
+        assert tasks[f"register-model{suffix}"]["dependentTasks"] == [
+            f"export-model{suffix}",
+            f"train-model{suffix}",
+        ]
+        for step in (f"train-model{suffix}", f"register-model{suffix}"):
+            run_id = tasks[step]["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]
+            assert run_id["constant"] == "{{$.pipeline_job_uuid}}"
     outputs = spec["root"]["outputDefinitions"]["parameters"]
     assert set(outputs) == {"version", "decision", "reason"}
 

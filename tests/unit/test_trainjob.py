@@ -195,3 +195,30 @@ def test_more_than_one_node_needs_a_cluster_spec(tmp_path: Path) -> None:
         run_training(tmp_path, tmp_path / "m", TrainConfig(), nodes=2)
     with pytest.raises(SlipwayError, match="kind must be TrainJob or PyTorchJob"):
         TrainJobSpec(image="i", kind="MPIJob")  # type: ignore[arg-type]
+
+
+def test_spec_from_the_pipeline_placement_settings(monkeypatch, tmp_path) -> None:
+    from slipway import trainjob
+
+    placement = json.dumps(
+        {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        }
+    )
+    namespace_file = tmp_path / "namespace"
+    namespace_file.write_text("team-a\n")
+    monkeypatch.setattr(trainjob, "SERVICE_ACCOUNT_NAMESPACE", namespace_file)
+    spec = trainjob.spec_from_placement(
+        "registry.example/train:1", "PyTorchJob", "", "slipway-data", "/mnt/slipway", placement
+    )
+    assert spec.namespace == "team-a"
+    assert spec.kind == "PyTorchJob" and spec.volume_claim == "slipway-data"
+    assert spec.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert spec.tolerations[0]["key"] == "nvidia.com/gpu"
+    job = build_manifest(spec, ARGS, nodes=2, gpus_per_node=4)
+    _validate(job, "kubeflow.org/pytorchjob_v1.json")
+    monkeypatch.setattr(trainjob, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
+    assert trainjob.spec_from_placement("img").namespace == "default"
+    with pytest.raises(SlipwayError, match="kind"):
+        trainjob.spec_from_placement("img", kind="MPIJob")
