@@ -76,18 +76,43 @@ def parse_ref(ref: str) -> tuple[str, str, str]:
     return ref, "", ""
 
 
+def mlflow_client(tracking_uri: str = "") -> Any:
+    """An `MlflowClient` bound to this URI for tracking AND registry.
+
+    MLflow otherwise takes the registry from process-wide state (`mlflow.set_registry_uri`,
+    `MLFLOW_REGISTRY_URI`), so two registries used in one process could answer for each other.
+    """
+    from mlflow import MlflowClient
+
+    uri = absolute_tracking_uri(tracking_uri) or None
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def download_model_version(
+    client: Any, name: str, version: str, dst: str | os.PathLike[str], path: str = ""
+) -> Path:
+    """Download a registered version's folder (or one `path` inside it) through `client`.
+
+    The version's own download URI is used instead of `models:/...`, which MLflow would resolve
+    against the process-wide registry rather than this client's.
+    """
+    import mlflow.artifacts
+
+    uri = client.get_model_version_download_uri(name, version).rstrip("/")
+    if path:
+        uri = f"{uri}/{path}"
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=str(dst), tracking_uri=client.tracking_uri
+    )
+    return Path(local)
+
+
 class Registry:
     """A thin layer over `MlflowClient` that knows slipway's aliases, tags and folder layout."""
 
     def __init__(self, tracking_uri: str = "") -> None:
-        import mlflow
-        from mlflow import MlflowClient
-
         self.tracking_uri = absolute_tracking_uri(tracking_uri)
-        if self.tracking_uri:
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri or None, self.tracking_uri or None)
+        self.client = mlflow_client(self.tracking_uri)
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -168,13 +193,8 @@ class Registry:
 
     def download(self, ref: str, dst: str | os.PathLike[str]) -> Path:
         """Download a version's model folder into `dst` and return the folder."""
-        import mlflow
-
         version = self.get(ref)
-        path = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{version.name}/{version.version}", dst_path=str(dst)
-        )
-        return Path(path)
+        return download_model_version(self.client, version.name, version.version, dst)
 
     def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():

@@ -44,25 +44,32 @@ def resolve_reference(source: str, tracking_uri: str = "") -> dict[str, Any]:
 
 
 def _from_registry(uri: str, tracking_uri: str) -> dict[str, Any]:
-    import mlflow
+    from slipway.errors import SlipwayError
+    from slipway.registry import Registry, download_model_version
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+    registry = Registry(tracking_uri)
+    try:
+        version = registry.get(uri.removeprefix("models:/").rstrip("/"))
+    except SlipwayError as exc:
+        raise ReferenceError(f"cannot resolve {uri}: {exc}") from exc
+    except Exception as exc:  # MLflow raises many types for a missing model or alias
+        raise ReferenceError(f"cannot resolve {uri}: {exc}") from exc
+    name, number = version.name, version.version
     with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
         try:  # just the file first: the model folder may be hundreds of megabytes
-            single = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{uri.rstrip('/')}/{REFERENCE_FILE}", dst_path=f"{tmp}/file"
+            single = download_model_version(
+                registry.client, name, number, f"{tmp}/file", REFERENCE_FILE
             )
             return load_reference(single)
         except Exception:  # not at the top of the folder: fetch the folder and search it
             log.debug("no %s at the top of %s", REFERENCE_FILE, uri)
         try:
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-        except Exception as exc:  # MLflow raises many types for a missing model or alias
+            folder = download_model_version(registry.client, name, number, tmp)
+        except Exception as exc:
             raise ReferenceError(f"cannot download {uri}: {exc}") from exc
         candidates = [folder / REFERENCE_FILE, *sorted(folder.rglob(REFERENCE_FILE))]
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
             raise ReferenceError(f"{uri} has no {REFERENCE_FILE}")
-        log.info("reference from %s (%s)", uri, found.relative_to(folder))
+        log.info("reference from %s v%s (%s)", name, number, found.relative_to(folder))
         return load_reference(found)

@@ -67,15 +67,18 @@ class ModelSource:
         target = self.cache_dir / _safe(resolved.registered_name) / _safe(key)
         if (target / CARD_FILE).is_file():
             return target
-        import mlflow.artifacts
+        from slipway.registry import download_model_version, mlflow_client
 
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         uri = f"models:/{resolved.registered_name}/{resolved.version}"
         try:
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=str(partial), tracking_uri=self.tracking_uri or None
+            download_model_version(
+                mlflow_client(self.tracking_uri),
+                resolved.registered_name,
+                resolved.version,
+                partial,
             )
         except Exception as exc:
             shutil.rmtree(partial, ignore_errors=True)
@@ -88,9 +91,9 @@ class ModelSource:
         return target
 
     def _resolve_registry(self) -> Resolved:
-        from mlflow import MlflowClient
+        from slipway.registry import mlflow_client
 
-        client = MlflowClient(tracking_uri=self.tracking_uri or None)
+        client = mlflow_client(self.tracking_uri)
         try:
             mv = client.get_model_version_by_alias(self.registered_name, self.alias)
         except Exception as exc:
