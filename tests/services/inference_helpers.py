@@ -103,11 +103,9 @@ def register_version(
     tracking_uri: str, name: str, model_dir: Path, alias: str, artifacts: Path
 ) -> str:
     """Log a model folder as run artifacts, register it, point `alias` at it; the version."""
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment = client.get_experiment_by_name("serving-tests")
     if experiment is None:
         experiment_id = client.create_experiment(
@@ -117,8 +115,9 @@ def register_version(
         experiment_id = experiment.experiment_id
     with contextlib.suppress(Exception):
         client.create_registered_model(name)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    run = client.create_run(experiment_id)
+    client.log_artifacts(run.info.run_id, str(model_dir), artifact_path="model")
+    client.set_terminated(run.info.run_id)
     version = client.create_model_version(
         name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
     )
