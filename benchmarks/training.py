@@ -67,12 +67,20 @@ def step_limit(config: TrainConfig, scan: DatasetScan, steps: int) -> float:
         scaler.update()
         loss.item()  # the real loop reads the loss every step, so the limit does too
 
-    for _ in range(3):
+    # oneDNN/cuDNN pick and warm their kernels over the first steps; a limit must not count
+    # that, so warm up for a while and report the best 5-step window (an upper bound).
+    for _ in range(10):
         step()
-    began = time.perf_counter()
-    for _ in tqdm(range(steps), desc="step limit", unit="batch", leave=False):
-        step()
-    return steps * config.batch_size / (time.perf_counter() - began)
+    window, best = 5, 0.0
+    bar = tqdm(total=steps, desc="step limit", unit="batch", leave=False)
+    for _ in range(max(1, steps // window)):
+        began = time.perf_counter()
+        for _ in range(window):
+            step()
+        best = max(best, window * config.batch_size / (time.perf_counter() - began))
+        bar.update(window)
+    bar.close()
+    return best
 
 
 class GpuSampler:
