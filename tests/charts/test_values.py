@@ -86,7 +86,12 @@ def test_defaults_and_scenarios_satisfy_the_schema(scenario: str) -> None:
             out[key] = merge(out[key], value) if both else value
         return out
 
-    jsonschema.validate(merge(values, overrides), SCHEMA)
+    validator = jsonschema.Draft7Validator(SCHEMA)
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(merge(values, overrides))
+    ]
+    assert not errors, "\n".join(errors)
 
 
 @pytest.mark.parametrize(
