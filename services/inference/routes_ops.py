@@ -96,11 +96,12 @@ def docs_assets() -> Path | None:
 def docs_router(title: str, assets: Path | None) -> APIRouter:
     """`/docs` and `/redoc` served from local files; without them, a plain offline page."""
     docs = APIRouter(include_in_schema=False)
+    fallback = None if assets is not None else (STATIC_DIR / "docs.html").read_text()
 
     @docs.get("/docs")
     async def swagger() -> HTMLResponse:
-        if assets is None:
-            return HTMLResponse((STATIC_DIR / "docs.html").read_text())
+        if fallback is not None:
+            return HTMLResponse(fallback)
         return get_swagger_ui_html(
             openapi_url="/openapi.json",
             title=f"{title} - API docs",
@@ -111,8 +112,8 @@ def docs_router(title: str, assets: Path | None) -> APIRouter:
 
     @docs.get("/redoc")
     async def redoc() -> HTMLResponse:
-        if assets is None:
-            return HTMLResponse((STATIC_DIR / "docs.html").read_text())
+        if fallback is not None:
+            return HTMLResponse(fallback)
         return get_redoc_html(
             openapi_url="/openapi.json",
             title=f"{title} - API reference",
