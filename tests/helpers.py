@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -23,3 +25,13 @@ def require_tool(name: str, available: bool | None = None) -> str:
         pytest.fail(message + " (SLIPWAY_REQUIRE_TOOLS=1)")
     pytest.skip(message)
     raise AssertionError("unreachable")
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `slipway ARGS` as a user would, through the console entry point, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-c", "from slipway.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -6,7 +6,6 @@ import json
 import math
 import random
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from slipway.data import scan_dataset
 from slipway.preprocessing import image_stats
 from slipway.reference import dataset_reference, prediction_reference, write_reference
 from tests.e2e.processes import free_port, python_module, wait_for
-from tests.helpers import require_tool
+from tests.helpers import require_tool, run_cli
 
 FEATURES = ("brightness", "contrast", "predicted_class", "confidence")
 
@@ -257,7 +256,7 @@ def test_service_process_serves_gauges_summary_and_report_and_resumes(
         assert "DRIFT" in page.text
         read = _metric(httpx.get(url + "/metrics").text, "slipway_drift_records_read_total")
         assert read == 1000
-        fetched = _cli("drift", "report", "--url", url, "--out", str(tmp_path / "live.html"))
+        fetched = run_cli("drift", "report", "--url", url, "--out", str(tmp_path / "live.html"))
         assert fetched.returncode == 0, fetched.stderr
         assert (tmp_path / "live.html").read_text().count("<svg") == 4
 
@@ -295,31 +294,22 @@ def test_missing_reference_keeps_it_alive_but_not_ready(tmp_path: Path) -> None:
         assert httpx.get(url + "/v1/drift").status_code == 503
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from slipway.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_cli_check_and_report(
     tmp_path: Path, reference_dir: Path, normal: list[dict], shifted: list[dict]
 ) -> None:
     log = tmp_path / "predictions.jsonl"
     _append(log, normal)
     common = ["--reference", str(reference_dir), "--log", str(log)]
-    clean = _cli("drift", "check", *common)
+    clean = run_cli("drift", "check", *common)
     assert clean.returncode == 0, clean.stderr
     assert json.loads(clean.stdout)["drift_detected"] is False
     _append(log, shifted)
-    assert _cli("drift", "check", *common, "--window", "600").returncode == 1
+    assert run_cli("drift", "check", *common, "--window", "600").returncode == 1
     out = tmp_path / "report.html"
-    written = _cli("drift", "report", *common, "--window", "600", "--out", str(out))
+    written = run_cli("drift", "report", *common, "--window", "600", "--out", str(out))
     assert written.returncode == 0, written.stderr
     assert out.read_text().count("<svg") == 4
-    missing = _cli("drift", "check", "--reference", str(reference_dir), "--log", "/nope")
+    missing = run_cli("drift", "check", "--reference", str(reference_dir), "--log", "/nope")
     assert missing.returncode == 2
     assert "prediction log not found" in missing.stderr and "Traceback" not in missing.stderr
     pods = tmp_path / "pods"
@@ -327,10 +317,10 @@ def test_cli_check_and_report(
     _append(pods / "pod-a.jsonl", normal[:300])
     _append(pods / "pod-b.jsonl", normal[300:])
     every = ["--reference", str(reference_dir), "--window", "600"]
-    both = _cli("drift", "check", *every, "--log", str(pods / "*.jsonl"))
+    both = run_cli("drift", "check", *every, "--log", str(pods / "*.jsonl"))
     assert both.returncode == 0, both.stderr
     assert json.loads(both.stdout)["window_size"] == 600
-    nothing = _cli("drift", "check", *every, "--log", str(pods / "*.log"))
+    nothing = run_cli("drift", "check", *every, "--log", str(pods / "*.log"))
     assert nothing.returncode == 2 and "prediction log not found" in nothing.stderr
 
 

@@ -1,37 +1,28 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from slipway.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.helpers import run_cli
 
 
 def test_help_lists_the_commands() -> None:
-    result = _run("--help")
+    result = run_cli("--help")
     assert result.returncode == 0
     for command in ("data", "train", "evaluate", "export"):
         assert command in result.stdout
 
 
 def test_missing_dataset_is_one_line_error(tmp_path: Path) -> None:
-    result = _run("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m"))
+    result = run_cli("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m"))
     assert result.returncode == 2
     assert "dataset folder not found" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_unknown_arch_is_refused_before_any_work(demo_data: Path, tmp_path: Path) -> None:
-    result = _run("train", "--data", str(demo_data), "--out", str(tmp_path / "m"), "--arch", "x")
+    result = run_cli("train", "--data", str(demo_data), "--out", str(tmp_path / "m"), "--arch", "x")
     assert result.returncode == 2
     assert "unknown architecture 'x'" in result.stderr
     assert not (tmp_path / "m").exists()
@@ -43,17 +34,17 @@ def test_empty_class_is_reported(tmp_path: Path) -> None:
     for cls in ("a", "b"):
         (tmp_path / "d" / cls).mkdir(parents=True)
     Image.new("L", (8, 8)).save(tmp_path / "d" / "a" / "x.png")
-    result = _run("train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "m"))
+    result = run_cli("train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "m"))
     assert result.returncode == 2
     assert "without any valid image: b" in result.stderr
 
 
 @pytest.mark.slow
 def test_demo_then_inspect(tmp_path: Path) -> None:
-    demo = _run("data", "demo", "--out", str(tmp_path / "d"), "--per-class", "3")
+    demo = run_cli("data", "demo", "--out", str(tmp_path / "d"), "--per-class", "3")
     if demo.returncode == 2 and "dataset-fashion-mnist" in demo.stderr:
         pytest.skip("dataset-fashion-mnist not installed")
     assert demo.returncode == 0, demo.stderr
-    inspect = _run("data", "inspect", str(tmp_path / "d"))
+    inspect = run_cli("data", "inspect", str(tmp_path / "d"))
     assert inspect.returncode == 0
     assert '"total": 30' in inspect.stdout

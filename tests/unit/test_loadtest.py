@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from slipway.loadtest import (
     measure_service,
     run_load,
 )
+from tests.helpers import run_cli
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -108,27 +107,18 @@ def test_report_meets_slo_only_within_latency_and_errors() -> None:
     assert not report.meets_slo(p95_ms=50, max_error_rate=0.01)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from slipway.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_cli_prints_the_report_and_gates_on_the_slo(
     scripted: str, demo_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "load.json"
     args = ["loadtest", "--url", scripted, "--images", str(demo_data), "--max-requests", "20"]
-    result = _cli(*args, "--concurrency", "2", "--json", str(out))
+    result = run_cli(*args, "--concurrency", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "req/s" in result.stdout and "p95" in result.stdout
     saved = json.loads(out.read_text())
     assert saved["requests"] == 20 and set(saved["errors"]) <= {"400", "503"}
-    assert _cli(*args, "--slo-p95-ms", "0.001").returncode == 1
-    both = _cli("loadtest", "--url", scripted, "--model", "m", "--images", str(demo_data))
+    assert run_cli(*args, "--slo-p95-ms", "0.001").returncode == 1
+    both = run_cli("loadtest", "--url", scripted, "--model", "m", "--images", str(demo_data))
     assert both.returncode == 2 and "exactly one of --url and --model" in both.stderr
 
 
