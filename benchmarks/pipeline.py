@@ -21,16 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slipway.demo import write_demo_dataset
+from slipway.data.demo import write_demo_dataset
 
 
 def direct(data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The core functions back to back, in this process."""
-    from slipway.data import scan_dataset
-    from slipway.evaluation import evaluate
-    from slipway.export import export_model
-    from slipway.parity import parity_inputs
-    from slipway.training import TrainConfig, train
+    from slipway.config.training import TrainConfig
+    from slipway.data.scan import scan_dataset
+    from slipway.training.evaluation import evaluate
+    from slipway.training.export import export_model
+    from slipway.training.loop import train
+    from slipway.training.parity import parity_inputs
 
     began = time.perf_counter()
     scan = scan_dataset(data)
@@ -55,7 +56,7 @@ def direct(data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
 def pipeline(data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The same through `slipway pipeline run --local` (kfp.local, MLflow on SQLite)."""
     from pipelines.run import run_local
-    from slipway.registry import Registry
+    from slipway.registry.client import Registry
 
     uri = f"sqlite:///{work / 'mlflow.db'}"
     params = {

@@ -49,10 +49,10 @@ def make_model(out: Path, image_size: int = 224, classes: int = 10) -> Path:
     """A random-init 3-channel ResNet-18 model folder with model.onnx and model.ts."""
     import torch
 
-    from slipway.card import WEIGHTS_FILE, ModelCard
-    from slipway.export import export_onnx, export_torchscript
-    from slipway.models import build_model
-    from slipway.preprocessing import Preprocessing
+    from slipway.contract.card import WEIGHTS_FILE, ModelCard
+    from slipway.contract.preprocessing import Preprocessing
+    from slipway.training.export import export_onnx, export_torchscript
+    from slipway.training.models import build_model
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -95,7 +95,7 @@ def _stats(latencies: list[float], count: int, seconds: float) -> dict[str, floa
 
 
 def _inputs(model_dir: Path, batch: int) -> np.ndarray:
-    from slipway.card import load_card
+    from slipway.contract.card import load_card
 
     shape = load_card(model_dir).transform.input_shape
     return np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
@@ -126,7 +126,7 @@ def pooled_forwards(
     if runtime == "torch":
         import torch
 
-        from slipway.models import load_trained
+        from slipway.training.models import load_trained
 
         if threads:
             torch.set_num_threads(threads)
@@ -168,8 +168,8 @@ def naive_app(model_dir: Path, threads: int) -> Any:
     from fastapi import FastAPI
     from PIL import Image
 
-    from slipway.card import load_card
-    from slipway.models import load_trained
+    from slipway.contract.card import load_card
+    from slipway.training.models import load_trained
 
     if threads:
         torch.set_num_threads(threads)

@@ -4,11 +4,12 @@ Rows (images per second, and the ratio to the first row):
 
 - step limit: forward + backward + optimizer step on a synthetic batch already on the device;
   nothing to load, so no data path can beat it.
-- first epoch, decoding: the real training loop (`slipway.training.train`) while it decodes
+- first epoch, decoding: the real training loop (`slipway.training.loop.train`) while it decodes
   every PNG/JPEG (what every epoch would cost without any cache).
 - later epochs, in-memory pixels: the same loop once each process holds the decoded pixels.
-- later epochs, memmap cache: the loop reading the pre-decoded uint8 memmap (`slipway.cache`)
-  through DataLoader worker processes; the target is >= 0.9 x the step limit.
+- later epochs, memmap cache: the loop reading the pre-decoded uint8 memmap
+  (`slipway.training.cache`) through DataLoader worker processes; the target is >= 0.9 x the
+  step limit.
 - N processes, memmap cache: the same under `torchrun` (DDP; gloo on CPU, NCCL on CUDA),
   global images per second.
 
@@ -35,10 +36,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from slipway.data import DatasetScan, normalisation_for, scan_dataset
-from slipway.launch import run_training
-from slipway.models import build_model
-from slipway.training import TrainConfig, TrainResult, train
+from slipway.config.training import TrainConfig
+from slipway.data.scan import DatasetScan, normalisation_for, scan_dataset
+from slipway.training.launch import run_training
+from slipway.training.loop import TrainResult, train
+from slipway.training.models import build_model
 
 
 def step_limit(config: TrainConfig, scan: DatasetScan, steps: int) -> float:
@@ -177,7 +179,7 @@ def _first(result: TrainResult) -> float:
 
 
 def _demo(folder: Path, per_class: int) -> Path:
-    from slipway.demo import write_demo_dataset
+    from slipway.data.demo import write_demo_dataset
 
     if not folder.is_dir():
         write_demo_dataset(folder, per_class=per_class, seed=0)

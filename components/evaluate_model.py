@@ -14,7 +14,7 @@ def evaluate_model(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
-    mlflow_tracking_uri: str = "",
+    tracking: dict,
     mlflow_run_id: str = "",
 ):
     """Evaluate on the test split; the model folder gains report.json/.md and test metrics.
@@ -26,16 +26,21 @@ def evaluate_model(
         metrics: Accuracy, macro-F1, expected calibration error, NLL, per-class scores.
         classification: Confusion matrix for the KFP UI.
         report: The evaluation report as Markdown.
-        mlflow_tracking_uri: MLflow tracking URI ("" takes MLFLOW_TRACKING_URI from the pod).
+        tracking: The experiment's `tracking` section (MLflow URI and experiment).
         mlflow_run_id: MLflow run of the training; metrics and the confusion-matrix PNG go there.
     """
     import shutil
     from pathlib import Path
 
+    from slipway.config.experiment import TrackingConfig
     from slipway.steps import evaluate_step
 
     result = evaluate_step(
-        dataset.path, model.path, evaluated_model.path, mlflow_tracking_uri, mlflow_run_id
+        dataset.path,
+        model.path,
+        evaluated_model.path,
+        TrackingConfig.model_validate(tracking),
+        mlflow_run_id,
     )
     for key in ("accuracy", "macro_f1", "ece", "nll"):
         metrics.log_metric(key, float(result[key]))

@@ -11,10 +11,8 @@ def export_model(
     dataset: Input[Dataset],
     model: Input[Model],
     exported_model: Output[Model],
-    parity_images: int = 64,
-    tolerance: float = 0.001,
-    latency_batch_size: int = 8,
-    mlflow_tracking_uri: str = "",
+    model_config: dict,
+    tracking: dict,
     mlflow_run_id: str = "",
 ):
     """Export ONNX (dynamic batch axis) and TorchScript; fail if they disagree with eager torch.
@@ -26,23 +24,21 @@ def export_model(
         dataset: Output of prepare_dataset (test images for the parity check).
         model: Output of evaluate_model.
         exported_model: The complete model folder that gets registered.
-        parity_images: Test images in the parity check.
-        tolerance: Largest allowed absolute logit difference.
-        latency_batch_size: Batch size N measured besides batch 1.
-        mlflow_tracking_uri: MLflow tracking URI ("" takes MLFLOW_TRACKING_URI from the pod).
+        model_config: The experiment's `model` section (`ModelConfig`: parity images and
+            tolerance, the batch size N measured besides batch 1).
+        tracking: The experiment's `tracking` section (MLflow URI and experiment).
         mlflow_run_id: MLflow run of the training; parity and latency go there.
     """
+    from slipway.config.experiment import ModelConfig, TrackingConfig
     from slipway.steps import export_step
 
     info = export_step(
         dataset.path,
         model.path,
         exported_model.path,
-        mlflow_tracking_uri,
+        ModelConfig.model_validate(model_config),
+        TrackingConfig.model_validate(tracking),
         mlflow_run_id,
-        parity_images=parity_images,
-        tolerance=tolerance,
-        batch_size=latency_batch_size,
     )
     exported_model.metadata.update(
         {k: v for k, v in info.items() if isinstance(v, int | float | str | list)}

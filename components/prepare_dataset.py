@@ -7,27 +7,19 @@ from components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def prepare_dataset(
-    source_uri: str,
-    dataset: Output[Dataset],
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    max_rejected_fraction: float = 0.1,
-):
+def prepare_dataset(data: dict, dataset: Output[Dataset]):
     """Validate every image and write manifest.json, reference.json and rejected.json.
 
     The manifest pins each file by content hash, so later steps read exactly what was
     validated; its fingerprint is the dataset's identity in the registry.
 
     Args:
-        source_uri: ImageFolder (ROOT/<class>/<image>) as a local or PVC path, or an fsspec
-            URI such as s3://bucket/prefix or gs://bucket/prefix.
+        data: The experiment's `data` section (`DataConfig`: source, split fractions, the
+            share of unusable files that fails the run).
         dataset: Output folder with the manifest, reference statistics and rejected files.
-        val_fraction: Share of images in the validation split (stable hash of the path).
-        test_fraction: Share of images in the test split.
-        max_rejected_fraction: Fail when more than this share of files cannot be used.
     """
+    from slipway.config.experiment import DataConfig
     from slipway.steps import prepare
 
-    info = prepare(source_uri, dataset.path, val_fraction, test_fraction, max_rejected_fraction)
+    info = prepare(DataConfig.model_validate(data), dataset.path)
     dataset.metadata.update(info)

@@ -13,15 +13,12 @@ def register_model(
     dataset: Input[Dataset],
     model: Input[Model],
     summary: Output[Markdown],
-    model_name: str = "slipway-classifier",
-    mlflow_tracking_uri: str = "",
-    mlflow_experiment: str = "slipway",
+    model_config: dict,
+    promotion: dict,
+    tracking: dict,
     mlflow_run_id: str = "",
     pipeline_run_id: str = "",
     git_commit: str = "",
-    accuracy_margin: float = 0.0,
-    max_p95_latency_ms: float = 100.0,
-    min_accuracy: float = 0.5,
 ) -> NamedTuple("RegisterOutputs", [("version", str), ("decision", str), ("reason", str)]):
     """Register the model folder and move `production` only if the gate allows it.
 
@@ -34,35 +31,31 @@ def register_model(
         dataset: Output of prepare_dataset.
         model: Output of export_model (the complete folder).
         summary: The decision as Markdown for the KFP UI.
-        model_name: Registered model name.
-        mlflow_tracking_uri: MLflow tracking URI ("" takes MLFLOW_TRACKING_URI from the pod).
-        mlflow_experiment: MLflow experiment used when no run id is given.
+        model_config: The experiment's `model` section (the registered model name).
+        promotion: The experiment's `promotion` section (`PromotionPolicy`).
+        tracking: The experiment's `tracking` section (MLflow URI and experiment).
         mlflow_run_id: MLflow run whose artifacts become the version.
         pipeline_run_id: KFP run id, recorded on the version.
         git_commit: Source revision, recorded on the version.
-        accuracy_margin: How much worse than production a candidate may be.
-        max_p95_latency_ms: Latency SLO (batch-1 p95, onnxruntime on CPU).
-        min_accuracy: Floor for every candidate; the only bar for the first model.
     """
     from collections import namedtuple
 
-    from slipway.registry import PromotionPolicy
+    from slipway.config.experiment import ModelConfig, TrackingConfig
+    from slipway.config.promotion import PromotionPolicy
     from slipway.steps import register_step
 
+    name = ModelConfig.model_validate(model_config).name
     result = register_step(
         dataset.path,
         model.path,
-        model_name,
-        mlflow_tracking_uri,
+        name,
+        TrackingConfig.model_validate(tracking),
         mlflow_run_id,
         lineage={"git_commit": git_commit, "pipeline_run_id": pipeline_run_id},
-        policy=PromotionPolicy(accuracy_margin, max_p95_latency_ms, min_accuracy),
-        experiment=mlflow_experiment,
+        policy=PromotionPolicy.model_validate(promotion),
     )
     with open(summary.path, "w") as out:
-        out.write(
-            f"# {model_name} version {result['version']}: {result['decision']}\n\n"
-            f"{result['reason']}\n"
-        )
+        out.write(f"# {name} version {result['version']}: {result['decision']}\n\n")
+        out.write(f"{result['reason']}\n")
     outputs = namedtuple("RegisterOutputs", ["version", "decision", "reason"])
     return outputs(result["version"], result["decision"], result["reason"])

@@ -13,20 +13,12 @@ def train_model(
     dataset: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
-    arch: str = "resnet18",
-    epochs: int = 3,
-    batch_size: int = 128,
-    lr: float = 0.002,
-    image_size: int = 32,
-    seed: int = 0,
-    patience: int = 3,
-    num_workers: int = 4,
-    max_batches_per_epoch: int = 0,
+    config: dict,
+    tracking: dict,
+    record: dict,
     gpus: int = 1,
     checkpoint_root: str = "/mnt/slipway/checkpoints",
     pipeline_run_id: str = "",
-    mlflow_tracking_uri: str = "",
-    mlflow_experiment: str = "slipway",
     git_commit: str = "",
     nodes: int = 1,
     job_kind: str = "TrainJob",
@@ -45,20 +37,12 @@ def train_model(
         dataset: Output of prepare_dataset.
         model: The trained model folder (model.pt, model_card.json, reference.json).
         metrics: Validation accuracy/loss, best epoch, epochs run, epoch resumed from.
-        arch: torchvision architecture (resnet18, mobilenet_v3_small, efficientnet_b0, ...).
-        epochs: Maximum epochs; training stops early when validation loss stalls.
-        batch_size: Global batch size.
-        lr: Peak learning rate of the warm-up + cosine schedule.
-        image_size: Square input size in pixels.
-        seed: Seed for weights, shuffling and augmentation.
-        patience: Early-stop patience in epochs.
-        num_workers: DataLoader worker processes (needs /dev/shm on the cluster).
-        max_batches_per_epoch: Cap on batches per epoch (0: all), for smoke runs.
+        config: The experiment's `training` section (`TrainConfig`).
+        tracking: The experiment's `tracking` section (MLflow URI and experiment).
+        record: The other sections of the experiment, recorded on the MLflow run.
         gpus: GPUs on this node; more than one trains with torchrun (DDP).
         checkpoint_root: Folder on a persistent volume for checkpoints.
         pipeline_run_id: Identifies the run; retries of a task share it and so resume.
-        mlflow_tracking_uri: MLflow tracking URI ("" takes MLFLOW_TRACKING_URI from the pod).
-        mlflow_experiment: MLflow experiment for the run.
         git_commit: Source revision the pipeline was built from, for lineage.
         nodes: Nodes to train on; more than one runs a Kubeflow TrainJob (or PyTorchJob) of
             `nodes` x `gpus` processes and waits for it, instead of training in this pod.
@@ -73,30 +57,21 @@ def train_model(
     from collections import namedtuple
     from pathlib import Path
 
+    from slipway.config.experiment import TrackingConfig
+    from slipway.config.training import TrainConfig
     from slipway.steps import train_step
-    from slipway.training import TrainConfig
-    from slipway.trainjob import spec_from_placement
+    from slipway.training.trainjob import spec_from_placement
 
-    config = TrainConfig(
-        arch=arch,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        image_size=image_size,
-        seed=seed,
-        patience=patience,
-        num_workers=num_workers,
-        max_batches_per_epoch=max_batches_per_epoch or None,
-    )
+    training = TrainConfig.model_validate(config)
     info = train_step(
         dataset.path,
         model.path,
-        config,
+        training,
         work_dir=Path(checkpoint_root) / (pipeline_run_id or "unnamed-run") / "train",
-        tracking_uri=mlflow_tracking_uri,
-        run_name=f"{arch}-{pipeline_run_id}" if pipeline_run_id else arch,
+        tracking=TrackingConfig.model_validate(tracking),
+        run_name=f"{training.arch}-{pipeline_run_id}" if pipeline_run_id else training.arch,
         run_tags={"pipeline_run_id": pipeline_run_id, "git_commit": git_commit},
-        experiment=mlflow_experiment,
+        record=record,
         gpus=gpus,
         nodes=nodes,
         trainjob=spec_from_placement(

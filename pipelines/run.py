@@ -11,7 +11,8 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from pipelines.training import PIPELINE_NAME, ClusterOptions, build_pipeline
+from pipelines.training import PIPELINE_NAME, build_pipeline
+from slipway.config.cluster import ClusterOptions
 from slipway.errors import SlipwayError
 
 log = logging.getLogger(__name__)

@@ -8,18 +8,18 @@ kfp.local ignores the Kubernetes settings, so the same pipeline runs on a laptop
 """
 
 import json
-from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
 
-from components import TRAIN_IMAGE
 from components.evaluate_model import evaluate_model
 from components.export_model import export_model
 from components.prepare_dataset import prepare_dataset
 from components.register_model import register_model
 from components.train_model import train_model
+from slipway.config.cluster import ClusterOptions, Resources
+from slipway.config.experiment import ExperimentConfig
 
 PIPELINE_NAME = "slipway-training"
 # Environment a pod may take from the cluster: MLflow's own variables, nothing slipway reads.
@@ -31,51 +31,10 @@ MLFLOW_SECRET_KEYS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 )
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu_request: str
-    cpu_limit: str
-    memory_request: str
-    memory_limit: str
-
-
-@dataclass(frozen=True)
-class ClusterOptions:
-    """Compile-time cluster settings; the defaults follow common GKE/EKS GPU conventions.
-
-    GPU nodes carry the label `nvidia.com/gpu.present=true` (NVIDIA GPU feature discovery /
-    GPU operator, on GKE and EKS alike) and the taint `nvidia.com/gpu:NoSchedule` (what GKE puts
-    on GPU pools and the usual EKS setup). Only the train task tolerates that taint, so CPU steps
-    never land on a GPU node. On GKE without the operator use
-    `gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}`.
-    """
-
-    image: str = TRAIN_IMAGE
-    use_gpu: bool = True
-    gpu_resource: str = "nvidia.com/gpu"
-    gpu_node_selector: dict[str, str] = field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
-    )
-    gpu_toleration_key: str = "nvidia.com/gpu"
-    gpu_toleration_effect: str = "NoSchedule"
-    pvc_name: str = "slipway-data"
-    mount_path: str = "/mnt/slipway"
-    shm_size: str = "8Gi"
-    mlflow_config_map: str = "slipway-mlflow"
-    mlflow_secret: str = "slipway-mlflow-credentials"
-    train_resources: Resources = Resources("4", "8", "16Gi", "32Gi")
-    step_resources: Resources = Resources("1", "2", "4Gi", "8Gi")
-    train_retries: int = 3
-    step_retries: int = 1
-    retry_backoff: str = "60s"
-    retry_backoff_factor: float = 2.0
-    retry_backoff_max: str = "1800s"
-
-    def for_local_run(self) -> "ClusterOptions":
-        """kfp.local honours retries; a laptop run should retry once, without a long wait."""
-        return replace(self, train_retries=1, step_retries=0, retry_backoff="1s")
+# The pipeline's parameters: one per experiment section (its defaults are the section's), and
+# the run-time scale and lineage values. `run_arguments` builds them from an ExperimentConfig.
+SECTIONS = ("data", "model", "training", "promotion", "tracking")
+_DEFAULTS = ExperimentConfig().model_dump(mode="json", exclude_none=True)  # IR has no null
 
 
 class PipelineOutputs(NamedTuple):
@@ -136,30 +95,25 @@ def _after_training(
     evaluate = evaluate_model(
         dataset=dataset,
         model=train.outputs["model"],
-        mlflow_tracking_uri=p["mlflow_tracking_uri"],
+        tracking=p["tracking"],
         mlflow_run_id=mlflow_run,
     ).set_display_name("evaluate model")
     export = export_model(
         dataset=dataset,
         model=evaluate.outputs["evaluated_model"],
-        parity_images=p["parity_images"],
-        tolerance=p["parity_tolerance"],
-        latency_batch_size=p["latency_batch_size"],
-        mlflow_tracking_uri=p["mlflow_tracking_uri"],
+        model_config=p["model"],
+        tracking=p["tracking"],
         mlflow_run_id=mlflow_run,
     ).set_display_name("export model")
     register = register_model(
         dataset=dataset,
         model=export.outputs["exported_model"],
-        model_name=p["model_name"],
-        mlflow_tracking_uri=p["mlflow_tracking_uri"],
-        mlflow_experiment=p["mlflow_experiment"],
+        model_config=p["model"],
+        promotion=p["promotion"],
+        tracking=p["tracking"],
         mlflow_run_id=mlflow_run,
         pipeline_run_id=p["run_id"],
         git_commit=p["git_commit"],
-        accuracy_margin=p["accuracy_margin"],
-        max_p95_latency_ms=p["max_p95_latency_ms"],
-        min_accuracy=p["min_accuracy"],
     ).set_display_name("register model")
     for task in (evaluate, export):
         task.set_caching_options(enable_caching=True)
@@ -179,69 +133,38 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
     sharing the PVC, and waits for it. Evaluate, export and register follow either branch.
     """
     opts = opts or ClusterOptions()
-    checkpoints = f"{opts.mount_path}/checkpoints"
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Image classifier: prepare, train on GPU, evaluate, export, register + gate.",
     )
     def training_pipeline(
-        source_uri: str = f"{opts.mount_path}/datasets/fashion-mnist",
-        model_name: str = "slipway-classifier",
-        arch: str = "resnet18",
-        epochs: int = 10,
-        batch_size: int = 128,
-        lr: float = 0.002,
-        image_size: int = 32,
-        seed: int = 0,
-        patience: int = 3,
-        num_workers: int = 4,
-        max_batches_per_epoch: int = 0,
-        gpus_per_node: int = 1,
-        nodes: int = 1,
-        training_job_kind: str = "TrainJob",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        max_rejected_fraction: float = 0.1,
-        parity_images: int = 64,
-        parity_tolerance: float = 0.001,
-        latency_batch_size: int = 8,
-        accuracy_margin: float = 0.0,
-        max_p95_latency_ms: float = 100.0,
-        min_accuracy: float = 0.5,
-        mlflow_tracking_uri: str = "",
-        mlflow_experiment: str = "slipway",
-        checkpoint_root: str = checkpoints,
+        data: dict = _DEFAULTS["data"],
+        model: dict = _DEFAULTS["model"],
+        training: dict = _DEFAULTS["training"],
+        promotion: dict = _DEFAULTS["promotion"],
+        tracking: dict = _DEFAULTS["tracking"],
+        gpus_per_node: int = opts.gpus_per_node,
+        nodes: int = opts.nodes,
+        job_kind: str = opts.job_kind,
+        checkpoint_root: str = opts.checkpoint_root,
         git_commit: str = "",
     ) -> PipelineOutputs:
         params = dict(locals())
         params["run_id"] = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        prepare = prepare_dataset(
-            source_uri=source_uri,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            max_rejected_fraction=max_rejected_fraction,
-        ).set_display_name("prepare dataset")
+        prepare = prepare_dataset(data=data).set_display_name("prepare dataset")
         prepare.set_caching_options(enable_caching=True)
         _wire(prepare, opts, mlflow=False, retries=opts.step_retries)
         _resources(prepare, opts.step_resources)
         dataset = prepare.outputs["dataset"]
         train_args = dict(
             dataset=dataset,
-            arch=arch,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            image_size=image_size,
-            seed=seed,
-            patience=patience,
-            num_workers=num_workers,
-            max_batches_per_epoch=max_batches_per_epoch,
+            config=training,
+            record={"data": data, "model": model, "promotion": promotion},
+            tracking=tracking,
             gpus=gpus_per_node,
             checkpoint_root=checkpoint_root,
             pipeline_run_id=params["run_id"],
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            mlflow_experiment=mlflow_experiment,
             git_commit=git_commit,
         )
         with dsl.If(nodes == 1, name="one-node"):
@@ -263,7 +186,7 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
             launch = train_model(
                 **train_args,
                 nodes=nodes,
-                job_kind=training_job_kind,
+                job_kind=job_kind,
                 job_image=opts.image,
                 job_volume_claim=opts.pvc_name,
                 job_mount_path=opts.mount_path,
@@ -281,3 +204,20 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
         )
 
     return training_pipeline
+
+
+def run_arguments(config: ExperimentConfig, git_commit: str = "") -> dict[str, Any]:
+    """The pipeline's arguments for one run of `config`: the same for kfp.local and KFP."""
+    dumped = config.model_dump(mode="json", exclude_none=True)
+    return {
+        **{section: dumped[section] for section in SECTIONS},
+        "gpus_per_node": config.cluster.gpus_per_node,
+        "nodes": config.cluster.nodes,
+        "job_kind": config.cluster.job_kind,
+        "checkpoint_root": config.cluster.checkpoint_root,
+        "git_commit": git_commit,
+    }
+
+
+# The pipeline with the default cluster options, for `kfp dsl compile --py pipelines/training.py`.
+training_pipeline = build_pipeline()

@@ -1,7 +1,12 @@
 """slipway: from an image-classification dataset to a monitored inference service.
 
-The core package holds the logic shared by pipeline components, services and the CLI. It never
-imports kfp or fastapi at module level, and torch only where a function needs it.
+The version comes from the package metadata (pyproject.toml), the one place it is written; the
+image tags, the pipeline's component image and the chart's appVersion follow it.
 """
 
-__version__ = "0.1.0"
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("slipway")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -11,3 +11,7 @@ class DataError(SlipwayError):
 
 class ModelError(SlipwayError):
     """A model cannot be built or loaded (unknown architecture, bad folder, bad weights)."""
+
+
+class ConfigError(SlipwayError):
+    """A configuration file, override or environment variable is invalid; the text names it."""

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from slipway.data import IMAGE_EXTENSIONS
+from slipway.data.scan import IMAGE_EXTENSIONS
 from slipway.errors import SlipwayError
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slipway.data import DatasetScan, SplitFractions, scan_dataset
+from slipway.config.experiment import DataConfig, ModelConfig, TrackingConfig
+from slipway.config.promotion import PromotionPolicy
+from slipway.config.training import TrainConfig
+from slipway.data.scan import DatasetScan, SplitFractions, scan_dataset
 from slipway.errors import DataError
-from slipway.lineage import split_fingerprint
-from slipway.registry import PromotionPolicy, Registry
+from slipway.registry.client import Registry
+from slipway.registry.lineage import split_fingerprint
 
 if TYPE_CHECKING:
-    from slipway.trainjob import TrainJobSpec
+    from slipway.training.trainjob import TrainJobSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +34,20 @@ REJECTED_FILE = "rejected.json"
 REJECTED_IN_METADATA = 20
 
 
-def prepare(
-    source_uri: str,
-    out_dir: str | Path,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    max_rejected_fraction: float = 0.1,
-) -> dict[str, Any]:
+def prepare(data: DataConfig, out_dir: str | Path) -> dict[str, Any]:
     """Validate a dataset and write manifest.json, reference.json and rejected.json.
 
     The manifest points at the source (local path, PVC path, or fsspec URI) and pins every file
     by content hash; the fingerprint over those hashes is the dataset's identity in lineage.
     A dataset with more unusable files than `max_rejected_fraction` fails here, not mid-training.
     """
-    from slipway.reference import dataset_reference
+    from slipway.data.reference import dataset_reference
 
-    source = source_uri if "://" in source_uri else str(Path(source_uri).expanduser().resolve())
-    scan = scan_dataset(source, SplitFractions(val=val_fraction, test=test_fraction))
+    source = data.source
+    if "://" not in source:
+        source = str(Path(source).expanduser().resolve())
+    scan = scan_dataset(source, SplitFractions(val=data.val_fraction, test=data.test_fraction))
+    max_rejected_fraction = data.max_rejected_fraction
     counts = scan.counts()
     seen = counts["total"] + counts["rejected"]
     if counts["rejected"] > max_rejected_fraction * seen:
@@ -89,12 +89,12 @@ def load_dataset(dataset_dir: str | Path) -> DatasetScan:
 def train_step(
     dataset_dir: str | Path,
     model_dir: str | Path,
-    config: Any,
+    config: TrainConfig,
     work_dir: str | Path,
-    tracking_uri: str,
+    tracking: TrackingConfig,
     run_name: str,
     run_tags: dict[str, str],
-    experiment: str,
+    record: dict[str, Any] | None = None,
     gpus: int = 1,
     keep_work_dir: bool = False,
     nodes: int = 1,
@@ -104,23 +104,33 @@ def train_step(
 
     Checkpoint, best weights and the MLflow run id all live in `work_dir`, so a retried task with
     the same `work_dir` resumes the same epochs and the same MLflow run. With `gpus` > 1 the
-    epochs run under torchrun (`slipway.launch`); with `nodes` > 1 they run as a Kubeflow
+    epochs run under torchrun (`slipway.training.launch`); with `nodes` > 1 they run as a Kubeflow
     TrainJob/PyTorchJob described by `trainjob` (data and `work_dir` on its shared volume). In
-    both cases the curves are logged when training returns.
+    both cases the curves are logged when training returns. The training config and the other
+    sections in `record` are logged as the run's params and as `experiment.yaml`.
     """
-    from slipway.tracking import RUN_ID_FILE, EpochLogger, log_params, start_or_resume_run
-    from slipway.training import train
+    from slipway.registry.tracking import (
+        RUN_ID_FILE,
+        EpochLogger,
+        log_experiment,
+        log_params,
+        start_or_resume_run,
+    )
+    from slipway.training.loop import train
 
     scan = load_dataset(dataset_dir)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    registry = Registry(tracking_uri)
-    run_id = start_or_resume_run(registry, run_name, run_tags, work / RUN_ID_FILE, experiment)
-    log_params(registry, run_id, {**asdict(config), "dataset_fingerprint": scan.fingerprint})
+    registry = Registry(tracking.uri)
+    run_id = start_or_resume_run(
+        registry, run_name, run_tags, work / RUN_ID_FILE, tracking.experiment
+    )
+    log_experiment(registry, run_id, {**(record or {}), "training": config.model_dump()})
+    log_params(registry, run_id, {"dataset_fingerprint": scan.fingerprint})
     logger = EpochLogger(registry, run_id)
     try:
         if gpus > 1 or nodes > 1:
-            from slipway.launch import run_training
+            from slipway.training.launch import run_training
 
             result = run_training(
                 scan,
@@ -160,18 +170,18 @@ def evaluate_step(
     dataset_dir: str | Path,
     model_in: str | Path,
     model_out: str | Path,
-    tracking_uri: str,
+    tracking: TrackingConfig,
     run_id: str,
 ) -> dict[str, Any]:
     """Evaluate a copy of the model folder on the test split; log it all to the MLflow run."""
-    from slipway.evaluation import evaluate
-    from slipway.tracking import log_evaluation
+    from slipway.registry.tracking import log_evaluation
+    from slipway.training.evaluation import evaluate
 
     shutil.copytree(model_in, model_out, dirs_exist_ok=True)
     report = evaluate(model_out, load_dataset(dataset_dir), "test")
     if run_id:
         with tempfile.TemporaryDirectory() as tmp:
-            log_evaluation(Registry(tracking_uri), run_id, report, Path(model_out), Path(tmp))
+            log_evaluation(Registry(tracking.uri), run_id, report, Path(model_out), Path(tmp))
     return report
 
 
@@ -179,23 +189,26 @@ def export_step(
     dataset_dir: str | Path,
     model_in: str | Path,
     model_out: str | Path,
-    tracking_uri: str,
+    model: ModelConfig,
+    tracking: TrackingConfig,
     run_id: str,
-    parity_images: int = 64,
-    tolerance: float = 1e-3,
-    batch_size: int = 8,
 ) -> dict[str, Any]:
     """Export ONNX + TorchScript from a copy of the folder; parity on real test images; latency."""
-    from slipway.export import export_model
-    from slipway.parity import parity_inputs
-    from slipway.tracking import log_metrics
+    from slipway.registry.tracking import log_metrics
+    from slipway.training.export import export_model
+    from slipway.training.parity import parity_inputs
 
     shutil.copytree(model_in, model_out, dirs_exist_ok=True)
-    inputs = parity_inputs(model_out, load_dataset(dataset_dir), parity_images)
-    info = export_model(model_out, inputs, tolerance=tolerance, batch_sizes=(1, batch_size))
+    inputs = parity_inputs(model_out, load_dataset(dataset_dir), model.parity_images)
+    info = export_model(
+        model_out,
+        inputs,
+        tolerance=model.parity_tolerance,
+        batch_sizes=(1, model.latency_batch_size),
+    )
     if run_id:
         numbers = {k: v for k, v in info.items() if isinstance(v, int | float)}
-        log_metrics(Registry(tracking_uri), run_id, numbers)
+        log_metrics(Registry(tracking.uri), run_id, numbers)
     return info
 
 
@@ -203,7 +216,7 @@ def version_tags(
     model_dir: str | Path, scan: DatasetScan, lineage: dict[str, str]
 ) -> dict[str, str]:
     """Lineage, params, metrics and latency of a model folder, as registry version tags."""
-    from slipway.card import load_card
+    from slipway.contract.card import load_card
 
     card = load_card(model_dir)
     tags = {
@@ -229,20 +242,21 @@ def register_step(
     dataset_dir: str | Path,
     model_dir: str | Path,
     model_name: str,
-    tracking_uri: str,
+    tracking: TrackingConfig,
     run_id: str,
     lineage: dict[str, str],
     policy: PromotionPolicy,
-    experiment: str,
 ) -> dict[str, Any]:
     """Register the folder as a new version (alias staging), then run the promotion gate."""
+    from slipway.promotion.gate import gate
+
     scan = load_dataset(dataset_dir)
-    registry = Registry(tracking_uri)
+    registry = Registry(tracking.uri)
     if not run_id:
-        run_id = registry.client.create_run(registry.experiment_id(experiment)).info.run_id
+        run_id = registry.client.create_run(registry.experiment_id(tracking.experiment)).info.run_id
     tags = {**version_tags(model_dir, scan, lineage), "mlflow_run_id": run_id}
     version = registry.register(model_name, model_dir, run_id, tags)
-    decision = registry.gate(model_name, version, model_dir, scan, policy)
+    decision = gate(registry, model_name, version, model_dir, scan, policy)
     registry.client.set_tag(run_id, "registered_version", f"{model_name}/{version}")
     registry.client.set_tag(run_id, "promotion_decision", decision.label)
     return {

@@ -16,7 +16,7 @@ DEMO_PER_CLASS = 60
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """600 real Fashion-MNIST images as an ImageFolder (needs dataset-fashion-mnist)."""
-    from slipway.demo import DEBIAN_SOURCE, write_demo_dataset
+    from slipway.data.demo import DEBIAN_SOURCE, write_demo_dataset
 
     if not (DEBIAN_SOURCE / "train-images-idx3-ubyte.gz").is_file():
         require_tool("dataset-fashion-mnist (Debian package)", available=False)
@@ -29,10 +29,11 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_model(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A resnet18 trained for two epochs on the demo subset, evaluated and exported."""
 
-    from slipway.evaluation import evaluate
-    from slipway.export import export_model
-    from slipway.parity import parity_inputs
-    from slipway.training import TrainConfig, train
+    from slipway.config.training import TrainConfig
+    from slipway.training.evaluation import evaluate
+    from slipway.training.export import export_model
+    from slipway.training.loop import train
+    from slipway.training.parity import parity_inputs
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     config = TrainConfig(arch="resnet18", epochs=2, batch_size=64, lr=3e-3, seed=0)

@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from slipway.contract.reference import REFERENCE_FILE, load_reference
 from slipway.errors import SlipwayError
-from slipway.reference import REFERENCE_FILE, load_reference
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def resolve_reference(source: str, tracking_uri: str = "") -> dict[str, Any]:
 
 def _from_registry(uri: str, tracking_uri: str) -> dict[str, Any]:
     from slipway.errors import SlipwayError
-    from slipway.registry import Registry, download_model_version
+    from slipway.registry.client import Registry, download_model_version
 
     registry = Registry(tracking_uri)
     try:

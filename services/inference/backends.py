@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from slipway.card import ONNX_FILE, TORCHSCRIPT_FILE
+from slipway.contract.card import ONNX_FILE, TORCHSCRIPT_FILE
 from slipway.errors import ModelError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Turn uploaded bytes into model inputs with the shared `slipway.preprocessing` transform.
+"""Turn uploaded bytes into model inputs with the shared `slipway.contract.preprocessing` transform.
 
 Every way an upload can be unusable (empty, not an image, truncated, a decompression bomb, too
 many pixels, an unsupported pixel mode) becomes a typed 4xx error with a message. These
@@ -15,8 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from services.inference.errors import BadInputError, TooLargeError, UnsupportedMediaError
-from slipway.data import ACCEPTED_MODES
-from slipway.preprocessing import Preprocessing, image_stats
+from slipway.contract.preprocessing import ACCEPTED_MODES, Preprocessing, image_stats
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import numpy as np
 
 from services.inference.backends import Backend, load_backend
 from services.inference.source import ModelSource, Resolved
-from slipway.card import ModelCard, load_card
+from slipway.contract.card import ModelCard, load_card
+from slipway.contract.preprocessing import Preprocessing
 from slipway.errors import ModelError
-from slipway.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from services.inference.predlog import PredictionLog
 from services.inference.reload import Loader
 from services.inference.settings import Settings
 from services.inference.source import ModelSource
-from slipway.card import load_card
+from slipway.contract.card import load_card
 from slipway.errors import ModelError
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from slipway.card import CARD_FILE, ONNX_FILE, TORCHSCRIPT_FILE, load_card
+from slipway.contract.card import CARD_FILE, ONNX_FILE, TORCHSCRIPT_FILE, load_card
 from slipway.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class ModelSource:
         target = self.cache_dir / _safe(resolved.registered_name) / _safe(key)
         if (target / CARD_FILE).is_file():
             return target
-        from slipway.registry import download_model_version, mlflow_client
+        from slipway.registry.client import download_model_version, mlflow_client
 
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -91,7 +91,7 @@ class ModelSource:
         return target
 
     def _resolve_registry(self) -> Resolved:
-        from slipway.registry import mlflow_client
+        from slipway.registry.client import mlflow_client
 
         client = mlflow_client(self.tracking_uri)
         try:

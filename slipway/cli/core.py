@@ -25,7 +25,7 @@ def data_demo(
     ] = None,
 ) -> None:
     """Write Fashion-MNIST as PNG files, one folder per class, fully offline."""
-    from slipway.demo import write_demo_dataset
+    from slipway.data.demo import write_demo_dataset
 
     counts = write_demo_dataset(out, per_class=per_class, seed=seed, source=source)
     typer.echo(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out}")
@@ -39,7 +39,7 @@ def data_inspect(
     ] = None,
 ) -> None:
     """Validate every image and print counts, fingerprint and rejected files."""
-    from slipway.data import scan_dataset
+    from slipway.data.scan import scan_dataset
 
     scan = scan_dataset(data)
     typer.echo(
@@ -81,13 +81,13 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train a classifier and write a self-describing model folder."""
-    from slipway.models import ARCHITECTURES
+    from slipway.config.training import ARCHITECTURES
 
     _require_dir(data, "dataset")
     if arch not in ARCHITECTURES:
         raise DataError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    from slipway.launch import run_training
-    from slipway.training import TrainConfig
+    from slipway.config.training import TrainConfig
+    from slipway.training.launch import run_training
 
     config = TrainConfig(
         arch=arch,
@@ -119,7 +119,7 @@ def evaluate_cmd(
     _require_dir(data, "dataset")
     if split not in ("train", "val", "test"):
         raise DataError("split must be train, val or test")
-    from slipway.evaluation import REPORT_MD, evaluate
+    from slipway.training.evaluation import REPORT_MD, evaluate
 
     report = evaluate(model, data, split)
     typer.echo(
@@ -138,8 +138,8 @@ def export_cmd(
     """Export ONNX + TorchScript, check parity against eager torch, measure latency."""
     _require_dir(model, "model")
     _require_dir(data, "dataset")
-    from slipway.export import export_model
-    from slipway.parity import parity_inputs
+    from slipway.training.export import export_model
+    from slipway.training.parity import parity_inputs
 
     info = export_model(model, parity_inputs(model, data, images), tolerance=tolerance)
     typer.echo(json.dumps(info, indent=2))

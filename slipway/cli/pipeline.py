@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from slipway.errors import SlipwayError
-from slipway.registry import DEFAULT_TRACKING_URI
+from slipway.registry.client import DEFAULT_TRACKING_URI
 
 pipeline_app = typer.Typer(
     help="Training pipeline: compile to KFP IR YAML, run locally (kfp.local), submit to KFP.",
@@ -145,8 +145,8 @@ def run_cmd(
 ) -> None:
     """Run the whole pipeline locally and print a summary (use `submit` for a cluster)."""
     from pipelines.run import run_local
-    from slipway.lineage import git_revision
-    from slipway.registry import absolute_tracking_uri
+    from slipway.registry.client import absolute_tracking_uri
+    from slipway.registry.lineage import git_revision
 
     if not local:
         raise SlipwayError("only --local runs here; use `slipway pipeline submit --host URL`")
@@ -184,7 +184,7 @@ def _print_summary(tracking_uri: str, name: str, outputs: dict[str, Any]) -> Non
     """What a person wants after a run: data identity, quality, speed, and where it went."""
     import re
 
-    from slipway.registry import PRODUCTION, Registry
+    from slipway.registry.client import PRODUCTION, Registry
 
     registry = Registry(tracking_uri)
     tags = registry.describe(f"{name}/{outputs['version']}")["tags"]
@@ -264,7 +264,7 @@ def submit_cmd(
 ) -> None:
     """Compile and submit to a KFP cluster: one run, or a recurring run with --schedule."""
     from pipelines.run import submit
-    from slipway.lineage import git_revision
+    from slipway.registry.lineage import git_revision
 
     given = dict(
         source_uri=data,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from slipway.registry import DEFAULT_TRACKING_URI
+from slipway.registry.client import DEFAULT_TRACKING_URI
 
 registry_app = typer.Typer(
     help="Registered models: versions, aliases, gated promotion, rollback.", no_args_is_help=True
@@ -30,7 +30,7 @@ def _registry(tracking_uri: str) -> Iterator[Any]:
     """A Registry whose MLflow and connection failures become one-line errors."""
     from mlflow.exceptions import MlflowException
 
-    from slipway.registry import Registry, RegistryError
+    from slipway.registry.client import Registry, RegistryError
 
     try:
         yield Registry(tracking_uri)
@@ -68,7 +68,7 @@ def show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """One version with its lineage tags and gate decision, or every version of a model."""
-    from slipway.registry import parse_ref
+    from slipway.registry.client import parse_ref
 
     name, alias, version = parse_ref(ref)
     with _registry(tracking_uri) as registry:

@@ -35,7 +35,7 @@ def prepared(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dsl.D
 
 
 def test_prepare_writes_manifest_reference_and_reports_rejections(prepared, demo_data) -> None:
-    from slipway.data import scan_dataset
+    from slipway.data.scan import scan_dataset
 
     folder = Path(prepared.path)
     names = {p.name for p in folder.iterdir()}
@@ -129,7 +129,7 @@ def test_evaluate_export_register_chain(
     assert card["export"]["latency_b4_p95_ms"] >= card["export"]["latency_b4_p50_ms"] > 0
     assert card["export"]["parity_images"] == 16
 
-    from slipway.registry import Registry
+    from slipway.registry.client import Registry
 
     registry = Registry(uri)
     tags = registry.describe("chain/1")["tags"]

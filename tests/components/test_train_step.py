@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from slipway.registry import Registry
+from slipway.config.training import TrainConfig
+from slipway.registry.client import Registry
 from slipway.steps import prepare, train_step
-from slipway.training import TrainConfig
 
 pytestmark = pytest.mark.slow
 

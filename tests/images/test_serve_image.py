@@ -116,8 +116,8 @@ def _sample_png(demo_data: Path) -> tuple[Path, str]:
 
 def _local_probabilities(model_dir: Path, png: Path) -> np.ndarray:
     """The model's class probabilities for `png`, computed here with the model card's transform."""
-    from slipway.card import load_card
-    from slipway.export import onnx_session
+    from slipway.contract.card import load_card
+    from slipway.training.export import onnx_session
 
     card = load_card(model_dir)
     with Image.open(png) as image:

@@ -90,7 +90,7 @@ def probe(size: int) -> str:
     import os
 
     import slipway
-    from slipway.preprocessing import Preprocessing
+    from slipway.contract.preprocessing import Preprocessing
 
     shape = Preprocessing(image_size=size, channels=1).input_shape
     return f"{{slipway.__version__}} {{os.getuid()}} {{'x'.join(map(str, shape))}}"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pipelines.run import run_local
 from slipway.cli import app
-from slipway.registry import PRODUCTION, STAGING, Registry
+from slipway.registry.client import PRODUCTION, STAGING, Registry
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,7 +43,7 @@ def test_pipeline_registers_gates_and_rolls_back(demo_data: Path, tmp_path: Path
 
     registry = Registry(uri)
     tags = registry.describe("fashion/1")["tags"]
-    from slipway.data import scan_dataset
+    from slipway.data.scan import scan_dataset
 
     assert tags["dataset_fingerprint"] == scan_dataset(demo_data, progress=False).fingerprint
     assert tags["git_commit"] == "feedbeef"

@@ -16,9 +16,10 @@ from PIL import Image, ImageOps
 
 from services.drift.monitor import DriftMonitor
 from services.drift.settings import Settings
-from slipway.data import scan_dataset
-from slipway.preprocessing import image_stats
-from slipway.reference import dataset_reference, prediction_reference, write_reference
+from slipway.contract.preprocessing import image_stats
+from slipway.contract.reference import prediction_reference, write_reference
+from slipway.data.reference import dataset_reference
+from slipway.data.scan import scan_dataset
 from tests.e2e.processes import free_port, python_module, wait_for
 from tests.helpers import require_tool, run_cli
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from slipway.card import load_card
+from slipway.contract.card import load_card
 from tests.services.inference_helpers import metric_value, ready_client, settings_for
 
 

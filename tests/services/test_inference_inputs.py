@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from slipway.card import load_card
-from slipway.export import onnx_session
+from slipway.contract.card import load_card
+from slipway.training.export import onnx_session
 from tests.services.inference_helpers import ROOT, metric_value, ready_client, settings_for
 
 LIMIT = 200_000

@@ -128,7 +128,7 @@ def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes:
 def test_two_registries_never_share_a_cached_version(trained_model: Path, tmp_path: Path) -> None:
     """A fresh registry's "version 1" is not mistaken for another registry's cached one."""
     from services.inference.source import ModelSource
-    from slipway.card import load_card
+    from slipway.contract.card import load_card
 
     other = tmp_path / "other"
     shutil.copytree(trained_model, other, ignore=shutil.ignore_patterns("checkpoints", "*.pt"))

@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from slipway.cache import build_pixel_cache, cache_key, open_pixel_cache
-from slipway.data import DatasetScan, normalisation_for, scan_dataset
-from slipway.datasets import ImageDataset, PixelBatches, batch_loader
-from slipway.preprocessing import Preprocessing
-from slipway.training import TrainConfig, train
+from slipway.config.training import TrainConfig
+from slipway.contract.preprocessing import Preprocessing
+from slipway.data.scan import DatasetScan, normalisation_for, scan_dataset
+from slipway.training.cache import build_pixel_cache, cache_key, open_pixel_cache
+from slipway.training.datasets import ImageDataset, PixelBatches, batch_loader
+from slipway.training.loop import train
 
 
 @pytest.fixture(scope="module")

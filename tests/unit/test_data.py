@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slipway.data import DatasetScan, SplitFractions, assign_split, normalisation_for, scan_dataset
+from slipway.data.scan import (
+    DatasetScan,
+    SplitFractions,
+    assign_split,
+    normalisation_for,
+    scan_dataset,
+)
 from slipway.errors import DataError
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from slipway.data import scan_dataset
-from slipway.demo import FASHION_MNIST_CLASSES, write_demo_dataset
+from slipway.data.demo import FASHION_MNIST_CLASSES, write_demo_dataset
+from slipway.data.scan import scan_dataset
 from slipway.errors import DataError
 
 
@@ -23,7 +23,7 @@ def test_demo_dataset_is_real_and_deterministic(demo_data: Path, tmp_path: Path)
 
 
 def test_second_call_is_a_no_op_and_foreign_folders_are_left_alone(tmp_path: Path) -> None:
-    pytest.importorskip("slipway.demo")
+    pytest.importorskip("slipway.data.demo")
     out = tmp_path / "d"
     try:
         write_demo_dataset(out, per_class=2, seed=0, progress=False)

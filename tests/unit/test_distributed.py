@@ -20,11 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
-from slipway.datasets import normalize_batch
+from slipway.config.training import TrainConfig
+from slipway.contract.preprocessing import Preprocessing
 from slipway.errors import SlipwayError
-from slipway.launch import LaunchError, run_training
-from slipway.preprocessing import Preprocessing
-from slipway.training import TrainConfig, TrainResult, train
+from slipway.training.datasets import normalize_batch
+from slipway.training.launch import LaunchError, run_training
+from slipway.training.loop import TrainResult, train
 
 TINY = dict(
     arch="resnet18",
@@ -117,7 +118,8 @@ def test_two_processes_train_like_one(
 # pods were killed there.
 KILLED_AFTER_EPOCH_1 = """
 import sys
-from slipway.training import TrainConfig, train
+from slipway.config.training import TrainConfig
+from slipway.training.loop import train
 
 class Killed(Exception):
     pass

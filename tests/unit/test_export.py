@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slipway.card import load_card
-from slipway.export import INPUT_NAME, OUTPUT_NAME, onnx_session
+from slipway.contract.card import load_card
+from slipway.training.export import INPUT_NAME, OUTPUT_NAME, onnx_session
 
 pytestmark = pytest.mark.slow
 

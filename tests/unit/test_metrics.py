@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slipway.metrics import classification_report, expected_calibration_error
+from slipway.training.metrics import classification_report, expected_calibration_error
 
 
 def test_matches_scikit_learn() -> None:

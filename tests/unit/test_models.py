@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from slipway.config.training import ARCHITECTURES, build_model
 from slipway.errors import ModelError
-from slipway.models import ARCHITECTURES, build_model
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from slipway.preprocessing import Preprocessing, image_stats
+from slipway.contract.preprocessing import Preprocessing, image_stats
 
 
 def test_shapes_and_normalisation() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slipway.registry import (
+from slipway.registry.client import (
     PRODUCTION,
     STAGING,
     Decision,
@@ -75,7 +75,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture(scope="module")
 def scan(demo_data: Path):
-    from slipway.data import scan_dataset
+    from slipway.data.scan import scan_dataset
 
     return scan_dataset(demo_data, progress=False)
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from slipway.card import load_card
+from slipway.config.training import TrainConfig
+from slipway.contract.card import load_card
 from slipway.errors import ModelError
-from slipway.training import TrainConfig, train
+from slipway.training.loop import train
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +92,7 @@ def test_early_stopping_records_the_stop(demo_data: Path, tmp_path: Path) -> Non
 
 
 def test_model_folder_carries_drift_reference(trained_model: Path) -> None:
-    from slipway.reference import load_reference
+    from slipway.contract.reference import load_reference
 
     ref = load_reference(trained_model)
     card = load_card(trained_model)

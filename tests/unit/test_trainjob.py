@@ -17,10 +17,10 @@ import jsonschema
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from slipway.config.training import TrainConfig
 from slipway.errors import SlipwayError
-from slipway.launch import run_training, worker_args
-from slipway.training import TrainConfig
-from slipway.trainjob import (
+from slipway.training.launch import run_training, worker_args
+from slipway.training.trainjob import (
     TrainJobError,
     TrainJobSpec,
     build_manifest,
@@ -65,7 +65,7 @@ def test_trainjob_manifest_is_valid_and_runs_torchrun_on_every_node() -> None:
     assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
     assert trainer["numNodes"] == 3 and trainer["numProcPerNode"] == 4
     assert trainer["resourcesPerNode"]["limits"][GPU] == 4
-    assert trainer["command"] == ["torchrun", "-m", "slipway.launch"]
+    assert trainer["command"] == ["torchrun", "-m", "slipway.training.launch"]
     assert trainer["args"] == ARGS
     config = json.loads(trainer["args"][trainer["args"].index("--config") + 1])
     assert config["batch_size"] == 64
@@ -88,7 +88,7 @@ def test_pytorchjob_manifest_has_master_and_workers() -> None:
     assert container["name"] == "pytorch" and container["resources"]["limits"][GPU] == 2
     assert container["command"][:2] == ["sh", "-c"]
     assert "torchrun --master-addr=" in container["command"][2]
-    assert '-m slipway.launch "$@"' in container["command"][2]
+    assert '-m slipway.training.launch "$@"' in container["command"][2]
     assert container["args"] == ARGS
 
 
@@ -198,7 +198,7 @@ def test_more_than_one_node_needs_a_cluster_spec(tmp_path: Path) -> None:
 
 
 def test_spec_from_the_pipeline_placement_settings(monkeypatch, tmp_path) -> None:
-    from slipway import trainjob
+    from slipway.training import trainjob
 
     placement = json.dumps(
         {

@@ -10,21 +10,13 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from slipway.config.training import ARCHITECTURES
 from slipway.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-ARCHITECTURES: tuple[str, ...] = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-)
 
 
 def _factory(arch: str) -> Callable[..., torch.nn.Module]:
@@ -126,7 +118,7 @@ def load_trained(model_dir: str | os.PathLike[str], device: str = "cpu") -> torc
     """Rebuild the model of a slipway model folder from its card and weights, in eval mode."""
     import torch
 
-    from slipway.card import WEIGHTS_FILE, load_card
+    from slipway.contract.card import WEIGHTS_FILE, load_card
 
     card = load_card(model_dir)
     prep = card.transform

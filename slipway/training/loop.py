@@ -1,11 +1,11 @@
 """The core train/evaluate loop: fixed seed, CPU or CUDA, AMP, checkpoints, resume, early stop.
 
 The same loop runs as one process, or as one process per accelerator under `torchrun`
-(DistributedDataParallel; see `slipway.distributed` and `slipway.launch`). `batch_size` is the
-global batch: N processes each take `batch_size / N` images of the same global batch a single
-process would take, so a run gives the same model on 1 or N devices (exactly, up to float
-summation order, when BatchNorm is synchronised or frozen) and a checkpoint resumes on any
-process count that divides the batch.
+(DistributedDataParallel; see `slipway.training.distributed` and `slipway.training.launch`).
+`batch_size` is the global batch: N processes each take `batch_size / N` images of the same
+global batch a single process would take, so a run gives the same model on 1 or N devices
+(exactly, up to float summation order, when BatchNorm is synchronised or frozen) and a
+checkpoint resumes on any process count that divides the batch.
 """
 
 from __future__ import annotations
@@ -24,56 +24,22 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from slipway import distributed as ddp
-from slipway.cache import shared_pixel_cache
-from slipway.card import WEIGHTS_FILE, DatasetInfo, ModelCard, library_versions
-from slipway.checkpoint import check_resumable, restore_rng, rng_state, save_atomic
-from slipway.data import DatasetScan, normalisation_for, scan_dataset
-from slipway.datasets import ImageDataset, PixelBatches, batch_loader, normalize_batch
+from slipway.config.training import TrainConfig
+from slipway.contract.card import WEIGHTS_FILE, DatasetInfo, ModelCard, library_versions
+from slipway.contract.preprocessing import Preprocessing
+from slipway.contract.reference import write_reference
+from slipway.data.reference import dataset_reference
+from slipway.data.scan import DatasetScan, normalisation_for, scan_dataset
 from slipway.errors import DataError, ModelError, SlipwayError
-from slipway.models import build_model
-from slipway.preprocessing import Preprocessing
-from slipway.reference import dataset_reference, write_reference
+from slipway.training import distributed as ddp
+from slipway.training.cache import shared_pixel_cache
+from slipway.training.checkpoint import check_resumable, restore_rng, rng_state, save_atomic
+from slipway.training.datasets import ImageDataset, PixelBatches, batch_loader, normalize_batch
+from slipway.training.models import build_model
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "last.pt"
-
-
-@dataclass
-class TrainConfig:
-    """Knobs of one training run; all have defaults that work on the demo data on a laptop."""
-
-    arch: str = "resnet18"
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    image_size: int = 32
-    channels: int | None = None
-    seed: int = 0
-    patience: int = 3
-    num_workers: int = 0
-    device: str = "auto"
-    augment: bool = True
-    weights_path: str | None = None
-    max_batches_per_epoch: int | None = None
-    # Folder of the pre-decoded pixel cache (`slipway.cache`); None keeps decoded pixels in
-    # the memory of each loading process instead.
-    cache_dir: str | None = None
-    # Batches each DataLoader worker prepares ahead of the accelerator.
-    prefetch_factor: int = 4
-    # Keep BatchNorm statistics fixed (eval mode) while training: for fine-tuning with small
-    # per-device batches, and what makes N processes train exactly like one on CPU.
-    freeze_batchnorm: bool = False
-    # On CUDA with more than one process, normalise BatchNorm over the global batch.
-    sync_batchnorm: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-        if self.prefetch_factor < 1:
-            raise ValueError("prefetch_factor must be >= 1")
 
 
 @dataclass
@@ -198,7 +164,7 @@ class _Run:
         if not self.ckpt_path.is_file():
             return 1
         state = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
-        check_resumable(state, asdict(self.config), self.scan.fingerprint)
+        check_resumable(state, self.config.model_dump(), self.scan.fingerprint)
         _unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -297,7 +263,7 @@ class _Run:
                 "best_epoch": result.best_epoch,
                 "bad_epochs": self.bad_epochs,
                 "stopped": stop,
-                "config": asdict(self.config),
+                "config": self.config.model_dump(),
                 "fingerprint": self.scan.fingerprint,
                 "rng": rng,
                 "world_size": self.ctx.world_size,
@@ -319,7 +285,7 @@ def train(
     A checkpoint is written after every epoch to `checkpoint_dir` (default OUT/checkpoints); if
     one exists, training resumes after its epoch, so a killed or retried run does not start over.
     Under `torchrun` every process calls this; rank 0 writes the files, and every rank returns
-    the same result. To start N processes from Python, use `slipway.launch.run_training`.
+    the same result. To start N processes from Python, use `slipway.training.launch.run_training`.
     """
     config = config or TrainConfig()
     owns_group = ddp.launched_by_torchrun() and not dist.is_initialized()
@@ -408,7 +374,7 @@ def _finish(result: TrainResult, scan: DatasetScan, run: _Run, name: str) -> Tra
         preprocessing=run.prep.to_dict(),
         dataset=DatasetInfo(uri=str(scan.root), fingerprint=scan.fingerprint, counts=scan.counts()),
         training={
-            **asdict(config),
+            **config.model_dump(),
             "best_epoch": result.best_epoch,
             "device": run.device.type,
             "world_size": run.ctx.world_size,

@@ -14,6 +14,12 @@ from PIL import Image
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
+# Pillow modes an image may have to be used (decoded and converted to L or RGB).
+ACCEPTED_MODES = frozenset(
+    {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L", "I"}
+)
+GRAY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "I;16L", "I"})
+
 
 @dataclass(frozen=True)
 class Preprocessing:

@@ -7,23 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class PromotionPolicy:
-    """When a candidate may replace production.
-
-    Attributes:
-        accuracy_margin: How much lower than production the candidate's test accuracy may be
-            (0.0: it must be at least as good).
-        max_p95_latency_ms: Latency SLO for the p95 of one batch-1 forward with onnxruntime.
-        min_accuracy: Floor for every candidate, and the only bar for the first model.
-        latency_key: Which export measurement the SLO applies to.
-    """
-
-    accuracy_margin: float = 0.0
-    max_p95_latency_ms: float = 100.0
-    min_accuracy: float = 0.5
-    latency_key: str = "latency_b1_p95_ms"
+from slipway.config.promotion import PromotionPolicy
 
 
 @dataclass(frozen=True)

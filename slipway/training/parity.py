@@ -8,10 +8,10 @@ import os
 import numpy as np
 from PIL import Image
 
-from slipway.card import load_card
-from slipway.data import DatasetScan, scan_dataset
+from slipway.contract.card import load_card
+from slipway.data.scan import DatasetScan, scan_dataset
+from slipway.data.storage import open_root
 from slipway.errors import DataError
-from slipway.storage import open_root
 
 
 def parity_inputs(

@@ -1,7 +1,7 @@
 """Multi-node training on Kubernetes: a Kubeflow Trainer `TrainJob`, or a v1 `PyTorchJob`.
 
-Both run the same command on every node, `torchrun -m slipway.launch ...`; the operator sets the
-rendezvous environment torchrun reads (`PET_NNODES`, `PET_NPROC_PER_NODE`, `PET_NODE_RANK`,
+Both run the same command on every node, `torchrun -m slipway.training.launch ...`; the operator
+sets the rendezvous environment torchrun reads (`PET_NNODES`, `PET_NPROC_PER_NODE`, `PET_NODE_RANK`,
 `PET_MASTER_ADDR`, `PET_MASTER_PORT`). Data, model folder and checkpoints live on one
 ReadWriteMany volume mounted at the same path in every pod, so rank 0's checkpoint is what every
 rank resumes from after a pod is replaced.
@@ -127,7 +127,7 @@ def job_name(args: list[str], prefix: str = "slipway-train") -> str:
 
 def trainer_command(args: list[str]) -> tuple[list[str], list[str]]:
     """(command, args) of every node: torchrun with the operator-provided rendezvous."""
-    return ["torchrun", "-m", "slipway.launch"], list(args)
+    return ["torchrun", "-m", "slipway.training.launch"], list(args)
 
 
 # The v1 operator always sets MASTER_ADDR/MASTER_PORT, and PET_NNODES, PET_NODE_RANK and
@@ -135,7 +135,7 @@ def trainer_command(args: list[str]) -> tuple[list[str], list[str]]:
 # its version, so the rendezvous address is passed explicitly with MASTER_* as the fallback.
 _V1_TORCHRUN = (
     'exec torchrun --master-addr="${PET_MASTER_ADDR:-$MASTER_ADDR}" '
-    '--master-port="${PET_MASTER_PORT:-$MASTER_PORT}" -m slipway.launch "$@"'
+    '--master-port="${PET_MASTER_PORT:-$MASTER_PORT}" -m slipway.training.launch "$@"'
 )
 
 

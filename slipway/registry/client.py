@@ -11,16 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from slipway.card import load_card
-from slipway.data import DatasetScan
-from slipway.errors import DataError, ModelError, SlipwayError
-from slipway.lineage import split_fingerprint
-from slipway.promotion import Decision, PromotionPolicy, decide
+from slipway.contract.card import load_card
+from slipway.errors import SlipwayError
 
 log = logging.getLogger(__name__)
 
@@ -256,77 +252,6 @@ class Registry:
         log.info("%s: production rolled back %s -> %s (%s)", name, current.version, target, reason)
         return str(current.version), target
 
-    # -- the gate -----------------------------------------------------------------------------
-
-    def gate(
-        self,
-        name: str,
-        version: str,
-        model_dir: str | os.PathLike[str],
-        scan: DatasetScan,
-        policy: PromotionPolicy,
-    ) -> Decision:
-        """Compare candidate `version` with production on the same test split; promote or not.
-
-        Same split means the same test files with the same content (`split_fingerprint`). When
-        production was measured on other test data, it is re-evaluated on the candidate's test
-        split; when that is impossible (other classes, unreadable model), the candidate is
-        refused with that reason and a person decides with `slipway registry promote`.
-        """
-        from slipway.evaluation import REPORT_JSON
-
-        report = json.loads((Path(model_dir) / REPORT_JSON).read_text())
-        accuracy = float(report["accuracy"])
-        p95 = load_card(model_dir).export.get(policy.latency_key)
-        production = self.alias_version(name, PRODUCTION)
-        if production is None or str(production.version) == str(version):
-            decision = decide(accuracy, p95, policy)
-        else:
-            prod_version = str(production.version)
-            try:
-                prod_accuracy, how = self._production_accuracy(production, scan)
-            except (SlipwayError, OSError, KeyError, ValueError) as exc:
-                decision = Decision(
-                    False,
-                    f"production v{prod_version} cannot be compared on this test split ({exc}); "
-                    f"promote by hand with `slipway registry promote {name} {version}`",
-                    production_version=prod_version,
-                )
-            else:
-                decision = decide(accuracy, p95, policy, prod_accuracy, prod_version)
-                if how:
-                    decision = Decision(
-                        decision.promote, f"{decision.reason} ({how})", *_prod_fields(decision)
-                    )
-        tags = {
-            "promotion_decision": decision.label,
-            "promotion_reason": decision.reason,
-            "compared_with_production_version": decision.production_version,
-        }
-        if decision.production_accuracy is not None:
-            tags["production_test_accuracy"] = f"{decision.production_accuracy:.6f}"
-        self.set_tags(name, version, tags)
-        if decision.promote:
-            self.promote(name, version, decision.reason)
-        log.info("%s v%s %s: %s", name, version, decision.label, decision.reason)
-        return decision
-
-    def _production_accuracy(self, production: Any, scan: DatasetScan) -> tuple[float, str]:
-        """Production's accuracy on `scan`'s test split: from its tags, else re-evaluated."""
-        tags = production.tags or {}
-        wanted = split_fingerprint(scan)
-        if tags.get("test_split_fingerprint") == wanted and "metric.test_accuracy" in tags:
-            return float(tags["metric.test_accuracy"]), ""
-        from slipway.evaluation import evaluate
-
-        with tempfile.TemporaryDirectory(prefix="slipway-production-") as tmp:
-            folder = self.download(f"{production.name}/{production.version}", tmp)
-            try:
-                report = evaluate(folder, scan, "test", write=False)
-            except (DataError, ModelError) as exc:
-                raise RegistryError(str(exc)) from exc
-        return float(report["accuracy"]), "production re-evaluated on this test split"
-
     # -- listing ------------------------------------------------------------------------------
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -392,7 +317,3 @@ class Registry:
                 }
             )
         return rows
-
-
-def _prod_fields(decision: Decision) -> tuple[str, float | None]:
-    return decision.production_version, decision.production_accuracy

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from slipway.card import load_card
-from slipway.data import DatasetScan, scan_dataset
-from slipway.datasets import ImageDataset
+from slipway.contract.card import load_card
+from slipway.contract.reference import prediction_reference, write_reference
+from slipway.data.scan import DatasetScan, scan_dataset
 from slipway.errors import DataError
-from slipway.metrics import classification_report
-from slipway.models import load_trained
-from slipway.reference import prediction_reference, write_reference
-from slipway.training import pick_device
+from slipway.training.datasets import ImageDataset
+from slipway.training.loop import pick_device
+from slipway.training.metrics import classification_report
+from slipway.training.models import load_trained
 
 log = logging.getLogger(__name__)
 

@@ -17,18 +17,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from slipway.contract.preprocessing import ACCEPTED_MODES, GRAY_MODES, to_mode
+from slipway.contract.reference import HIST_BINS
+from slipway.data.storage import open_root
 from slipway.errors import DataError
-from slipway.storage import open_root
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-ACCEPTED_MODES = frozenset(
-    {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L", "I"}
-)
-GRAY_MODES = frozenset({"1", "L", "LA", "I;16", "I;16B", "I;16L", "I"})
 SPLITS = ("train", "val", "test")
-HIST_BINS = 20
 
 
 @dataclass(frozen=True)
@@ -273,14 +270,10 @@ def _first(rejected: list[Rejected]) -> tuple[str, str]:
 
 
 def _to_gray(image: Image.Image) -> Image.Image:
-    from slipway.preprocessing import to_mode
-
     return to_mode(image, "L")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    from slipway.preprocessing import to_mode
-
     return to_mode(image, "RGB")
 
 

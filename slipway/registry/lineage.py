@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from slipway.data import DatasetScan, fingerprint
+from slipway.data.scan import DatasetScan, fingerprint
 
 
 def git_revision(path: str | os.PathLike[str] | None = None) -> str:

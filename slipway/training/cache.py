@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from slipway.data import DatasetScan, Sample
-from slipway.datasets import ImageDataset
-from slipway.distributed import DistContext, barrier
+from slipway.contract.preprocessing import Preprocessing
+from slipway.data.scan import DatasetScan, Sample
 from slipway.errors import DataError
-from slipway.preprocessing import Preprocessing
+from slipway.training.datasets import ImageDataset
+from slipway.training.distributed import DistContext, barrier
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from slipway.contract.preprocessing import Preprocessing
 from slipway.errors import ModelError
-from slipway.preprocessing import Preprocessing
 
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.pt"

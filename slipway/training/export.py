@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from slipway.card import ONNX_FILE, TORCHSCRIPT_FILE, load_card
+from slipway.contract.card import ONNX_FILE, TORCHSCRIPT_FILE, load_card
 from slipway.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def export_onnx(model_dir: str | os.PathLike[str]) -> Path:
     """Write model.onnx with a dynamic batch axis."""
     import torch
 
-    from slipway.models import load_trained
+    from slipway.training.models import load_trained
 
     card = load_card(model_dir)
     model = load_trained(model_dir)
@@ -50,7 +50,7 @@ def export_torchscript(model_dir: str | os.PathLike[str]) -> Path:
     """Write model.ts (traced TorchScript) for the torch serving backend."""
     import torch
 
-    from slipway.models import load_trained
+    from slipway.training.models import load_trained
 
     card = load_card(model_dir)
     model = load_trained(model_dir)
@@ -78,7 +78,7 @@ def parity(model_dir: str | os.PathLike[str], inputs: np.ndarray) -> dict[str, f
     """Max absolute difference of ONNX and TorchScript logits against eager torch on `inputs`."""
     import torch
 
-    from slipway.models import load_trained
+    from slipway.training.models import load_trained
 
     model = load_trained(model_dir)
     with torch.inference_mode():

@@ -2,15 +2,16 @@
 
 `run_training` is the entry point for the CLI and the pipeline's train step:
 
-- 1 device: `slipway.training.train` in this process;
-- `gpus_per_node` > 1 on this node: `torchrun --standalone --nproc-per-node N -m slipway.launch`
+- 1 device: `slipway.training.loop.train` in this process;
+- `gpus_per_node` > 1 on this node:
+  `torchrun --standalone --nproc-per-node N -m slipway.training.launch`
   as a subprocess whose output is streamed through;
 - a `TrainJobSpec`: a Kubeflow Trainer `TrainJob` (or Training Operator `PyTorchJob`) that runs
-  the same `torchrun -m slipway.launch` command on `nodes` pods, applied and waited on.
+  the same `torchrun -m slipway.training.launch` command on `nodes` pods, applied and waited on.
 
 In every case the result is read back from the model folder, so the caller gets the same
-`TrainResult` whichever way the work ran. `python -m slipway.launch` is the per-process entry
-point torchrun starts.
+`TrainResult` whichever way the work ran. `python -m slipway.training.launch` is the
+per-process entry point torchrun starts.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ import os
 import subprocess
 import sys
 from collections import deque
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slipway.errors import SlipwayError
 
 if TYPE_CHECKING:
-    from slipway.data import DatasetScan
-    from slipway.training import TrainConfig, TrainResult
-    from slipway.trainjob import TrainJobSpec
+    from slipway.config.training import TrainConfig
+    from slipway.data.scan import DatasetScan
+    from slipway.training.loop import TrainResult
+    from slipway.training.trainjob import TrainJobSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,9 @@ def worker_args(
     manifest: str | os.PathLike[str] | None = None,
     name: str | None = None,
 ) -> list[str]:
-    """Arguments of `python -m slipway.launch` for one run (used locally and in TrainJobs)."""
+    """Arguments of `python -m slipway.training.launch` for one run (locally and in TrainJobs)."""
     args = ["--data", os.fspath(data), "--out", os.fspath(out_dir)]
-    args += ["--config", json.dumps(asdict(config), sort_keys=True)]
+    args += ["--config", config.model_dump_json()]
     if checkpoint_dir is not None:
         args += ["--checkpoint-dir", os.fspath(checkpoint_dir)]
     if manifest is not None:
@@ -72,7 +74,7 @@ def torchrun_command(nproc_per_node: int, args: list[str]) -> list[str]:
         "--standalone",
         f"--nproc-per-node={nproc_per_node}",
         "-m",
-        "slipway.launch",
+        "slipway.training.launch",
         *args,
     ]
 
@@ -102,7 +104,8 @@ def run_training(
             process must see that volume at the same path to read the result.
         name: model name written into the card.
     """
-    from slipway.training import TrainConfig, train
+    from slipway.config.training import TrainConfig
+    from slipway.training.loop import train
 
     config = config or TrainConfig()
     if gpus_per_node < 1 or nodes < 1:
@@ -126,7 +129,7 @@ def run_training(
         data = data.root  # type: ignore[union-attr]
     args = worker_args(data, out_dir, config, checkpoint_dir, manifest, name)  # type: ignore[arg-type]
     if trainjob is not None:
-        from slipway.trainjob import run_trainjob
+        from slipway.training.trainjob import run_trainjob
 
         run_trainjob(trainjob, args, nodes=nodes, gpus_per_node=gpus_per_node)
     else:
@@ -136,7 +139,7 @@ def run_training(
 
 
 def _is_scan(data: object) -> bool:
-    from slipway.data import DatasetScan
+    from slipway.data.scan import DatasetScan
 
     return isinstance(data, DatasetScan)
 
@@ -200,8 +203,8 @@ def read_result(
     out_dir: str | os.PathLike[str], checkpoint_dir: str | os.PathLike[str]
 ) -> TrainResult:
     """The `TrainResult` of a run that finished in other processes or pods."""
-    from slipway.card import load_card
-    from slipway.training import EpochResult, TrainResult
+    from slipway.contract.card import load_card
+    from slipway.training.loop import EpochResult, TrainResult
 
     path = Path(checkpoint_dir) / RESULT_FILE
     if not path.is_file():
@@ -221,19 +224,19 @@ def read_result(
 
 
 def _config_from_json(text: str) -> TrainConfig:
-    from slipway.training import TrainConfig
+    from pydantic import ValidationError
 
-    values = json.loads(text)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise SlipwayError(f"unknown training config key(s): {', '.join(unknown)}")
-    return TrainConfig(**values)
+    from slipway.config.experiment import describe_errors
+
+    try:
+        return TrainConfig.model_validate_json(text)
+    except ValidationError as exc:
+        raise SlipwayError(describe_errors(exc, "--config")) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Per-process entry point under torchrun: train, and let rank 0 record the result."""
-    parser = argparse.ArgumentParser(prog="python -m slipway.launch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m slipway.training.launch", description=__doc__)
     parser.add_argument("--data", required=True, help="ImageFolder path or URI")
     parser.add_argument("--out", required=True, help="model folder")
     parser.add_argument("--config", default="{}", help="TrainConfig as JSON")
@@ -244,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     level = logging.INFO if rank == 0 else logging.WARNING
     logging.basicConfig(level=level, format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
-    from slipway.data import DatasetScan
-    from slipway.training import train
+    from slipway.data.scan import DatasetScan
+    from slipway.training.loop import train
 
     try:
         config = _config_from_json(args.config)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from slipway.registry import DEFAULT_EXPERIMENT, Registry
+from slipway.registry.client import DEFAULT_EXPERIMENT, Registry
 
 log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "images_per_second")
 RUN_ID_FILE = "mlflow_run_id"
+EXPERIMENT_FILE = "experiment.yaml"
 
 
 def start_or_resume_run(
@@ -56,6 +58,29 @@ def log_params(registry: Registry, run_id: str, params: dict[str, Any]) -> None:
         registry.client.log_batch(run_id, params=fresh)
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"training": {"lr": 0.002}} -> {"training.lr": 0.002}: the keys `--set` takes."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_experiment(registry: Registry, run_id: str, sections: dict[str, Any]) -> None:
+    """The resolved experiment config on the run: one param per key, and `experiment.yaml`."""
+    import yaml
+
+    log_params(registry, run_id, flatten(sections))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / EXPERIMENT_FILE
+        path.write_text(yaml.safe_dump(sections, sort_keys=False))
+        registry.client.log_artifact(run_id, str(path))
+
+
 def log_metrics(
     registry: Registry, run_id: str, metrics: dict[str, float], step: int | None = None
 ) -> None:
@@ -78,7 +103,7 @@ def _safe(name: str) -> str:
 
 
 class EpochLogger:
-    """`on_epoch` callback for `slipway.training.train`: streams the learning curves."""
+    """`on_epoch` callback for `slipway.training.loop.train`: streams the learning curves."""
 
     def __init__(self, registry: Registry, run_id: str) -> None:
         self.registry = registry

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from slipway.data import Sample
-from slipway.preprocessing import Preprocessing
-from slipway.storage import open_root
+from slipway.contract.preprocessing import Preprocessing
+from slipway.data.scan import Sample
+from slipway.data.storage import open_root
 
 if TYPE_CHECKING:
-    from slipway.cache import PixelCache
+    from slipway.training.cache import PixelCache
 
 
 class ImageDataset(torch.utils.data.Dataset):

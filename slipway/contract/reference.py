@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from slipway.data import HIST_BINS, DatasetScan
-
 REFERENCE_FILE = "reference.json"
 MAX_VALUES = 5000
+# Bins of every histogram in a reference and in the drift monitor.
+HIST_BINS = 20
 
 
-def _histogram(values: np.ndarray, low: float = 0.0, high: float = 1.0) -> dict[str, Any]:
+def histogram(values: np.ndarray, low: float = 0.0, high: float = 1.0) -> dict[str, Any]:
     edges = np.linspace(low, high, HIST_BINS + 1)
     counts, _ = np.histogram(np.clip(values, low, high), bins=edges)
     rng = np.random.default_rng(0)
@@ -33,28 +33,12 @@ def _histogram(values: np.ndarray, low: float = 0.0, high: float = 1.0) -> dict[
     }
 
 
-def dataset_reference(scan: DatasetScan) -> dict[str, Any]:
-    """Input statistics of the train split (values kept for two-sample tests)."""
-    train = scan.split("train") or scan.samples
-    freq = np.bincount([s.label for s in train], minlength=len(scan.classes)).astype(float)
-    return {
-        "fingerprint": scan.fingerprint,
-        "classes": scan.classes,
-        "n": len(train),
-        "brightness": _histogram(np.array([s.brightness for s in train])),
-        "contrast": _histogram(np.array([s.contrast for s in train])),
-        "class_frequencies": dict(
-            zip(scan.classes, (freq / max(freq.sum(), 1)).tolist(), strict=True)
-        ),
-    }
-
-
 def prediction_reference(probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """The model's own output statistics on held-out data."""
     confidence = probs.max(axis=1)
     predicted = np.bincount(probs.argmax(axis=1), minlength=len(classes)).astype(float)
     return {
-        "confidence": _histogram(confidence),
+        "confidence": histogram(confidence),
         "predicted_class_frequencies": dict(
             zip(classes, (predicted / max(predicted.sum(), 1)).tolist(), strict=True)
         ),

@@ -1,0 +1,1 @@
+"""The promotion rule (pure) and the gate that applies it to registered versions."""

@@ -1,0 +1,1 @@
+"""MLflow: the model registry client, run tracking and lineage. No torch."""
