@@ -15,3 +15,8 @@ class ModelError(SlipwayError):
 
 class ConfigError(SlipwayError):
     """A configuration file, override or environment variable is invalid; the text names it."""
+
+
+class ServerError(SlipwayError):
+    """A server started as a child process exited or did not get ready; the text ends with its
+    output."""

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from slipway.cli import core, drift, loadtest, pipeline, registry, serve
+from slipway.cli import config, core, drift, loadtest, pipeline, registry, serve
 from slipway.errors import SlipwayError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+config.register(app)
 core.register(app)
 drift.register(app)
 loadtest.register(app)

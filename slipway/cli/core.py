@@ -8,6 +8,16 @@ from typing import Annotated
 
 import typer
 
+from slipway.cli.experiment import (
+    Arch,
+    ConfigFile,
+    Data,
+    Epochs,
+    GpusPerNode,
+    ImageSize,
+    Sets,
+    resolve,
+)
 from slipway.errors import DataError
 
 data_app = typer.Typer(
@@ -60,51 +70,40 @@ def _require_dir(path: Path, what: str) -> None:
 
 
 def train_cmd(
-    data: Annotated[Path, typer.Option(help="ImageFolder dataset: DATA/<class>/<image>.")],
     out: Annotated[
         Path, typer.Option(help="Model folder to write (resumes if it has a checkpoint).")
     ],
-    arch: Annotated[str, typer.Option(help="torchvision architecture.")] = "resnet18",
-    epochs: Annotated[int, typer.Option(min=1)] = 3,
-    batch_size: Annotated[int, typer.Option(min=1)] = 128,
-    lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
-    image_size: Annotated[int, typer.Option(min=8)] = 32,
-    seed: Annotated[int, typer.Option()] = 0,
-    patience: Annotated[int, typer.Option(min=1, help="Early-stop patience in epochs.")] = 3,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
-    weights: Annotated[Path | None, typer.Option(help="Local pretrained state-dict file.")] = None,
-    nproc_per_node: Annotated[
-        int, typer.Option(min=1, help="Processes (one per GPU) under torchrun; batch is global.")
-    ] = 1,
-    cache: Annotated[
-        Path | None, typer.Option(help="Folder for the pre-decoded pixel cache (memmap).")
-    ] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    data: Data = None,
+    arch: Arch = None,
+    epochs: Epochs = None,
+    image_size: ImageSize = None,
+    gpus_per_node: GpusPerNode = None,
 ) -> None:
-    """Train a classifier and write a self-describing model folder."""
-    from slipway.config.training import ARCHITECTURES
+    """Train a classifier on this machine and write a self-describing model folder.
 
-    _require_dir(data, "dataset")
-    if arch not in ARCHITECTURES:
-        raise DataError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    from slipway.config.training import TrainConfig
-    from slipway.training.launch import run_training
-
-    config = TrainConfig(
+    Reads the experiment's `data` and `training` sections (and `cluster.gpus_per_node`: more
+    than one trains with torchrun on this node).
+    """
+    experiment = resolve(
+        config,
+        sets,
+        data=data,
         arch=arch,
         epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
         image_size=image_size,
-        seed=seed,
-        patience=patience,
-        num_workers=workers,
-        weights_path=str(weights) if weights else None,
-        cache_dir=str(cache) if cache else None,
+        gpus_per_node=gpus_per_node,
     )
-    result = run_training(data, out, config, gpus_per_node=nproc_per_node)
+    source = Path(experiment.data.source).expanduser()
+    _require_dir(source, "dataset")
+    from slipway.training.launch import run_training
+
+    training = experiment.training
+    result = run_training(source, out, training, gpus_per_node=experiment.cluster.gpus_per_node)
     last = result.history[-1]
     typer.echo(
-        f"trained {arch} for {last.epoch} epoch(s), best epoch {result.best_epoch}, "
+        f"trained {training.arch} for {last.epoch} epoch(s), best epoch {result.best_epoch}, "
         f"val accuracy {result.card.metrics['val_accuracy']:.4f}; model in {out}"
     )
 

@@ -1,4 +1,9 @@
-"""`slipway pipeline compile | run --local | submit`: the training pipeline from a terminal."""
+"""`slipway pipeline compile | run --local | submit`: the training pipeline from a terminal.
+
+Every command reads the same experiment (`--config`, `--set`, shortcuts; see
+`slipway.cli.experiment`), so `run --local` and `submit` train the same model from the same
+command line.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,18 @@ from typing import Annotated, Any
 
 import typer
 
+from slipway.cli.experiment import (
+    Arch,
+    ConfigFile,
+    Data,
+    Epochs,
+    Image,
+    ModelName,
+    Sets,
+    TrackingUri,
+    resolve,
+)
+from slipway.config.experiment import ExperimentConfig
 from slipway.errors import SlipwayError
 from slipway.registry.client import DEFAULT_TRACKING_URI
 
@@ -16,88 +33,7 @@ pipeline_app = typer.Typer(
     no_args_is_help=True,
 )
 WORK = Path(".slipway")
-
-# Run parameters shared by `run` and `submit`; None means "the pipeline's default".
-Data = Annotated[
-    str | None, typer.Option("--data", help="ImageFolder: path, PVC path, s3://, gs://")
-]
-ModelName = Annotated[str | None, typer.Option(help="Registered model name.")]
-Arch = Annotated[str | None, typer.Option(help="torchvision architecture.")]
-Epochs = Annotated[int | None, typer.Option(min=1)]
-BatchSize = Annotated[int | None, typer.Option(min=1)]
-Lr = Annotated[float | None, typer.Option(min=0.0)]
-ImageSize = Annotated[int | None, typer.Option(min=8)]
-Seed = Annotated[int | None, typer.Option()]
-Workers = Annotated[int | None, typer.Option("--workers", min=0, help="DataLoader workers.")]
-MaxBatches = Annotated[
-    int | None, typer.Option("--max-batches", min=0, help="Cap batches per epoch (0: all).")
-]
-Margin = Annotated[float | None, typer.Option(help="Accuracy a candidate may lose vs production.")]
-Slo = Annotated[float | None, typer.Option("--max-p95-ms", help="Batch-1 p95 latency SLO (ms).")]
-MinAcc = Annotated[float | None, typer.Option(help="Accuracy floor for every candidate.")]
-Sets = Annotated[
-    list[str] | None, typer.Option("--set", help="Any other pipeline parameter: KEY=VALUE.")
-]
 Fresh = Annotated[bool, typer.Option("--fresh", help="Ignore cached steps; run everything.")]
-Image = Annotated[str | None, typer.Option(help="Training image (default: TRAIN_IMAGE).")]
-GpuSelector = Annotated[
-    list[str] | None,
-    typer.Option("--gpu-node-selector", help="KEY=VALUE label of GPU nodes (repeatable)."),
-]
-GpuTaint = Annotated[str | None, typer.Option(help="Taint key on GPU nodes to tolerate.")]
-NoGpu = Annotated[bool, typer.Option("--no-gpu", help="Train on CPU nodes (no accelerator).")]
-Pvc = Annotated[str | None, typer.Option(help="PVC with datasets and checkpoints.")]
-
-
-def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    pairs = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SlipwayError(f"{what} must look like KEY=VALUE, got {item!r}")
-        pairs[key] = value
-    return pairs
-
-
-def _params(given: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
-    """Pipeline arguments from the options given, checked against the pipeline's parameters."""
-    from pipelines.training import build_pipeline
-
-    known = build_pipeline().component_spec.inputs or {}
-    params = {k: v for k, v in given.items() if v is not None}
-    for key, value in _pairs(sets, "--set").items():
-        if key not in known:
-            raise SlipwayError(f"unknown pipeline parameter {key!r}; known: {', '.join(known)}")
-        params[key] = _typed(value, known[key].type)
-    return params
-
-
-def _typed(value: str, kfp_type: str) -> Any:
-    try:
-        return {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float}.get(kfp_type, str)(value)
-    except ValueError as exc:
-        raise SlipwayError(f"{value!r} is not a valid {kfp_type.lower()}") from exc
-
-
-def _options(
-    image: str | None,
-    selectors: list[str] | None,
-    taint: str | None,
-    no_gpu: bool,
-    pvc: str | None,
-) -> Any:
-    from pipelines.training import ClusterOptions
-
-    changes: dict[str, Any] = {"use_gpu": not no_gpu}
-    if image:
-        changes["image"] = image
-    if selectors:
-        changes["gpu_node_selector"] = _pairs(selectors, "--gpu-node-selector")
-    if taint:
-        changes["gpu_toleration_key"] = taint
-    if pvc:
-        changes["pvc_name"] = pvc
-    return ClusterOptions(**changes)
 
 
 @pipeline_app.command("compile")
@@ -105,39 +41,45 @@ def compile_cmd(
     out: Annotated[Path, typer.Option(help="IR YAML to write.")] = Path(
         "build/pipelines/training.yaml"
     ),
+    config: ConfigFile = None,
+    sets: Sets = None,
     image: Image = None,
-    gpu_node_selector: GpuSelector = None,
-    gpu_taint: GpuTaint = None,
-    no_gpu: NoGpu = False,
-    pvc: Pvc = None,
 ) -> None:
-    """Compile the pipeline to KFP IR YAML for upload to a cluster."""
+    """Compile the pipeline to KFP IR YAML for upload to a cluster (cluster section applied)."""
     from pipelines.run import compile_pipeline
 
-    opts = _options(image, gpu_node_selector, gpu_taint, no_gpu, pvc)
-    compile_pipeline(out, opts)
-    typer.echo(f"wrote {out} (image {opts.image})")
+    experiment = resolve(config, sets, image=image)
+    compile_pipeline(out, experiment.cluster)
+    typer.echo(f"wrote {out} (image {experiment.cluster.image})")
+
+
+def _local_experiment(experiment: ExperimentConfig) -> ExperimentConfig:
+    """A local run reads a folder on this machine and records to the local MLflow by default."""
+    from slipway.registry.client import absolute_tracking_uri
+
+    source = experiment.data.source
+    if "://" not in source:
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise SlipwayError(
+                f"--data must name an existing dataset folder or URI, got {source!r}"
+            )
+        experiment.data.source = str(folder.resolve())
+    experiment.tracking.uri = absolute_tracking_uri(experiment.tracking.uri or DEFAULT_TRACKING_URI)
+    return experiment
 
 
 @pipeline_app.command("run")
 def run_cmd(
     local: Annotated[bool, typer.Option("--local", help="Run on this machine.")] = False,
+    config: ConfigFile = None,
+    sets: Sets = None,
     data: Data = None,
     model_name: ModelName = None,
     arch: Arch = None,
     epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    image_size: ImageSize = None,
-    seed: Seed = None,
-    workers: Workers = None,
-    max_batches: MaxBatches = None,
-    accuracy_margin: Margin = None,
-    max_p95_ms: Slo = None,
-    min_accuracy: MinAcc = None,
-    tracking_uri: Annotated[str, typer.Option(help="MLflow URI.")] = DEFAULT_TRACKING_URI,
+    tracking_uri: TrackingUri = None,
     work: Annotated[Path, typer.Option(help="Pipeline root and checkpoints go here.")] = WORK,
-    sets: Sets = None,
     fresh: Fresh = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Stream every step's output (else: to a log file).")
@@ -145,39 +87,35 @@ def run_cmd(
 ) -> None:
     """Run the whole pipeline locally and print a summary (use `submit` for a cluster)."""
     from pipelines.run import run_local
-    from slipway.registry.client import absolute_tracking_uri
+    from pipelines.training import run_arguments
     from slipway.registry.lineage import git_revision
 
     if not local:
         raise SlipwayError("only --local runs here; use `slipway pipeline submit --host URL`")
-    if not data or ("://" not in data and not Path(data).expanduser().is_dir()):
-        raise SlipwayError(f"--data must name an existing dataset folder or URI, got {data!r}")
-    uri = absolute_tracking_uri(tracking_uri)
-    given = dict(
-        source_uri=data if "://" in data else str(Path(data).expanduser().resolve()),
-        model_name=model_name,
-        arch=arch,
-        epochs=epochs or 3,
-        batch_size=batch_size,
-        lr=lr,
-        image_size=image_size,
-        seed=seed,
-        num_workers=workers or 0,
-        max_batches_per_epoch=max_batches,
-        accuracy_margin=accuracy_margin,
-        max_p95_latency_ms=max_p95_ms,
-        min_accuracy=min_accuracy,
-        mlflow_tracking_uri=uri,
-        checkpoint_root=str((work / "checkpoints").resolve()),
-        git_commit=git_revision(Path.cwd()),
+    experiment = _local_experiment(
+        resolve(
+            config,
+            sets,
+            data=data,
+            model_name=model_name,
+            arch=arch,
+            epochs=epochs,
+            tracking_uri=tracking_uri,
+        )
     )
+    arguments = run_arguments(experiment, git_commit=git_revision(Path.cwd()))
+    arguments["checkpoint_root"] = str((work / "checkpoints").resolve())
     log_file = None if verbose else work / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
     if log_file:
         typer.echo(f"step output goes to {log_file} (--verbose shows it here)")
     outputs = run_local(
-        _params(given, sets), (work / "pipeline-root").resolve(), fresh=fresh, log_file=log_file
+        arguments,
+        (work / "pipeline-root").resolve(),
+        fresh=fresh,
+        opts=experiment.cluster,
+        log_file=log_file,
     )
-    _print_summary(uri, model_name or "slipway-classifier", outputs)
+    _print_summary(experiment.tracking.uri, experiment.model.name, outputs)
 
 
 def _print_summary(tracking_uri: str, name: str, outputs: dict[str, Any]) -> None:
@@ -231,59 +169,43 @@ def submit_cmd(
         str, typer.Option(help="KFP API URL, e.g. https://kubeflow.example.com/pipeline")
     ],
     namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace.")] = None,
-    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "slipway",
+    experiment_name: Annotated[str, typer.Option("--experiment", help="KFP experiment.")] = (
+        "slipway"
+    ),
     token: Annotated[str | None, typer.Option(envvar="KFP_TOKEN", help="Bearer token.")] = None,
     cookie: Annotated[str | None, typer.Option(help="Session cookie (Dex/oauth2-proxy).")] = None,
     ssl_ca_cert: Annotated[str | None, typer.Option(help="CA bundle for the API's TLS.")] = None,
     schedule: Annotated[str | None, typer.Option(help="Cron: a recurring run.")] = None,
     run_name: Annotated[str | None, typer.Option(help="Run or schedule name.")] = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
     data: Data = None,
     model_name: ModelName = None,
     arch: Arch = None,
     epochs: Epochs = None,
-    gpus_per_node: Annotated[
-        int | None, typer.Option(min=1, help="GPUs per training node (torchrun when > 1).")
-    ] = None,
-    nodes: Annotated[
-        int | None, typer.Option(min=1, help="Training nodes; > 1 runs a Kubeflow TrainJob.")
-    ] = None,
-    job_kind: Annotated[
-        str | None, typer.Option(help="TrainJob (Trainer v2) or PyTorchJob (Training Operator).")
-    ] = None,
-    accuracy_margin: Margin = None,
-    max_p95_ms: Slo = None,
-    min_accuracy: MinAcc = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI (else ConfigMap).")] = None,
+    tracking_uri: TrackingUri = None,
     image: Image = None,
-    gpu_node_selector: GpuSelector = None,
-    gpu_taint: GpuTaint = None,
-    no_gpu: NoGpu = False,
-    pvc: Pvc = None,
-    sets: Sets = None,
     fresh: Fresh = False,
 ) -> None:
     """Compile and submit to a KFP cluster: one run, or a recurring run with --schedule."""
     from pipelines.run import submit
+    from pipelines.training import run_arguments
     from slipway.registry.lineage import git_revision
 
-    given = dict(
-        source_uri=data,
+    experiment = resolve(
+        config,
+        sets,
+        data=data,
         model_name=model_name,
         arch=arch,
         epochs=epochs,
-        gpus_per_node=gpus_per_node,
-        nodes=nodes,
-        training_job_kind=job_kind,
-        accuracy_margin=accuracy_margin,
-        max_p95_latency_ms=max_p95_ms,
-        min_accuracy=min_accuracy,
-        mlflow_tracking_uri=tracking_uri,
-        git_commit=git_revision(Path.cwd()) or None,
+        tracking_uri=tracking_uri,
+        image=image,
     )
     result = submit(
         host,
-        _params(given, sets),
-        experiment=experiment,
+        run_arguments(experiment, git_commit=git_revision(Path.cwd())),
+        experiment=experiment_name,
         namespace=namespace,
         token=token,
         cookie=cookie,
@@ -291,7 +213,7 @@ def submit_cmd(
         schedule=schedule,
         run_name=run_name,
         fresh=fresh,
-        opts=_options(image, gpu_node_selector, gpu_taint, no_gpu, pvc),
+        opts=experiment.cluster,
     )
     for key, value in result.items():
         typer.echo(f"{key}: {value}")

@@ -8,4 +8,9 @@ from pydantic import BaseModel, ConfigDict
 class Section(BaseModel):
     """A configuration section: typed, validated, documented fields; unknown keys refused."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        coerce_numbers_to_str=True,
+        protected_namespaces=(),
+    )

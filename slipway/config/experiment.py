@@ -74,14 +74,20 @@ class ExperimentConfig(Section):
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """`section.key=value` -> (["section", "key"], value); the value is read as YAML."""
+    """`section.key=value` -> (["section", "key"], value).
+
+    A mapping or list is read as YAML (`cluster.gpu_node_selector={pool: gpu}`), `null` as
+    empty; any other value stays text for the field's own type to convert, so `model.name=2024`
+    is a name and `training.epochs=5` a number.
+    """
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set needs section.key=value, got {item!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        parsed = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        value = raw
+        parsed = raw
+    value = parsed if parsed is None or isinstance(parsed, dict | list) else raw
     return key.strip().split("."), value
 
 
@@ -132,7 +138,7 @@ def load_experiment(
         _apply(tree, keys, value, item)
     origin = str(path) if path else "defaults"
     if overrides:
-        origin += " + --set"
+        origin = f"{path} + command line" if path else "command line"
     try:
         return ExperimentConfig.model_validate(tree)
     except ValidationError as exc:

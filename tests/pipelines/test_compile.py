@@ -155,12 +155,12 @@ def test_steps_are_chained_and_the_run_id_reaches_train_and_register(ir) -> None
 def test_gpu_pool_settings_are_configurable(tmp_path: Path) -> None:
     spec, platform = _compile(
         tmp_path,
-        "--gpu-node-selector",
-        "cloud.google.com/gke-accelerator=nvidia-l4",
-        "--gpu-taint",
-        "gpu",
-        "--pvc",
-        "team-data",
+        "--set",
+        "cluster.gpu_node_selector={cloud.google.com/gke-accelerator: nvidia-l4}",
+        "--set",
+        "cluster.gpu_toleration_key=gpu",
+        "--set",
+        "cluster.pvc_name=team-data",
     )
     train = platform["exec-train-model"]
     assert train["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
@@ -173,16 +173,17 @@ def test_gpu_pool_settings_are_configurable(tmp_path: Path) -> None:
 
 
 def test_no_gpu_compiles_a_cpu_pipeline(tmp_path: Path) -> None:
-    spec, platform = _compile(tmp_path, "--no-gpu")
+    spec, platform = _compile(tmp_path, "--set", "cluster.use_gpu=false")
     resources = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["resources"]
     assert "accelerator" not in resources
     assert "tolerations" not in platform["exec-train-model"]
 
 
-def test_bad_selector_is_a_one_line_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["pipeline", "compile", "--gpu-node-selector", "nolabel"])
+def test_bad_selector_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    args = ["pipeline", "compile", "--set", "cluster.gpu_node_selector=nolabel"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
-    assert "KEY=VALUE" in str(result.exception)
+    assert "cluster.gpu_node_selector" in str(result.exception)
 
 
 def test_compiling_does_not_import_torch_or_mlflow() -> None:

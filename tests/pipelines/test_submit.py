@@ -95,9 +95,9 @@ def test_bad_schedule_and_bad_host_fail_before_any_request() -> None:
 
 def test_unknown_parameter_is_refused() -> None:
     line = _one_line_error(
-        _slipway("pipeline", "submit", "--host", "http://127.0.0.1:9", "--set", "nope=1")
+        _slipway("pipeline", "submit", "--host", "http://127.0.0.1:9", "--set", "training.nope=1")
     )
-    assert "unknown pipeline parameter 'nope'" in line
+    assert "training.nope: unknown key" in line
 
 
 def test_cron_gets_a_seconds_field() -> None:
@@ -173,8 +173,8 @@ def test_submit_sends_the_compiled_pipeline_and_parameters(fake_kfp) -> None:
     assert "run_id: runs-1" in result.stdout
     run = _posted(calls, "/apis/v2beta1/runs")
     assert run["experiment_id"] == "experiments-1"
-    assert run["runtime_config"]["parameters"]["source_uri"] == "s3://bucket/set"
-    assert run["runtime_config"]["parameters"]["epochs"] == 7
+    assert run["runtime_config"]["parameters"]["data"]["source"] == "s3://bucket/set"
+    assert run["runtime_config"]["parameters"]["training"]["epochs"] == 7
     spec = run["pipeline_spec"]["pipeline_spec"]
     platform = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
     assert platform["deploymentSpec"]["executors"]["exec-train-model"]["tolerations"]
@@ -198,3 +198,42 @@ def test_schedule_creates_a_recurring_run_without_cache(fake_kfp) -> None:
     assert job["no_catchup"] is True and job["max_concurrency"] == 1
     tasks = job["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"].values()
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks)
+
+
+def test_run_and_submit_send_the_same_settings_from_one_config(
+    fake_kfp, tmp_path, monkeypatch
+) -> None:
+    """`run --local` and `submit` read the same experiment: the same training parameters."""
+    from typer.testing import CliRunner
+
+    import pipelines.run
+    from slipway.cli import app
+    from slipway.cli import pipeline as cli_pipeline
+
+    host, calls = fake_kfp
+    data = tmp_path / "data"
+    data.mkdir()
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        f"data: {{source: {data}}}\n"
+        "training: {arch: mobilenet_v3_small, epochs: 4, lr: 0.01, num_workers: 2}\n"
+        "promotion: {max_p95_latency_ms: 25}\n"
+    )
+    sent: dict = {}
+    monkeypatch.setattr(pipelines.run, "run_local", lambda args, *a, **k: sent.update(args) or {})
+    monkeypatch.setattr(cli_pipeline, "_print_summary", lambda *a: None)
+    local = CliRunner().invoke(
+        app, ["pipeline", "run", "--local", "--config", str(config), "--set", "training.seed=3"]
+    )
+    assert local.exit_code == 0, local.output
+    result = _slipway(
+        "pipeline", "submit", "--host", host, "--config", str(config), "--set", "training.seed=3"
+    )
+    assert result.returncode == 0, result.stderr
+    submitted = _posted(calls, "/apis/v2beta1/runs")["runtime_config"]["parameters"]
+    assert sent["training"] == submitted["training"]
+    assert submitted["training"]["arch"] == "mobilenet_v3_small"
+    assert submitted["training"]["seed"] == 3
+    assert sent["promotion"] == submitted["promotion"]
+    assert submitted["promotion"]["max_p95_latency_ms"] == 25
+    assert sent["model"] == submitted["model"]

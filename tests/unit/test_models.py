@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from slipway.config.training import ARCHITECTURES, build_model
+from slipway.config.training import ARCHITECTURES
+from slipway.training.models import build_model
 from slipway.errors import ModelError
 
 

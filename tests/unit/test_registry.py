@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from slipway.config.promotion import PromotionPolicy
+from slipway.promotion.gate import gate
+from slipway.promotion.rule import Decision, decide
 from slipway.registry.client import (
     PRODUCTION,
     STAGING,
-    Decision,
-    PromotionPolicy,
     Registry,
     RegistryError,
     absolute_tracking_uri,
-    decide,
     parse_ref,
 )
 
@@ -110,13 +110,13 @@ def test_gate_promotes_then_refuses_a_candidate_that_is_not_better_enough(
     registry: Registry, trained_model: Path, scan
 ) -> None:
     first = _register(registry, "gated", trained_model, scan)
-    decision = registry.gate("gated", first, trained_model, scan, POLICY)
+    decision = gate(registry, "gated", first, trained_model, scan, POLICY)
     assert decision.promote
     assert str(registry.alias_version("gated", PRODUCTION).version) == first
 
     second = _register(registry, "gated", trained_model, scan)
     demanding = PromotionPolicy(accuracy_margin=-0.05, max_p95_latency_ms=50.0, min_accuracy=0.0)
-    decision = registry.gate("gated", second, trained_model, scan, demanding)
+    decision = gate(registry, "gated", second, trained_model, scan, demanding)
     assert not decision.promote
     assert f"worse than production v{first}" in decision.reason
     assert str(registry.alias_version("gated", PRODUCTION).version) == first
@@ -128,7 +128,14 @@ def test_gate_promotes_then_refuses_a_candidate_that_is_not_better_enough(
 
 def test_latency_slo_blocks_promotion(registry: Registry, trained_model: Path, scan) -> None:
     version = _register(registry, "slow", trained_model, scan)
-    decision = registry.gate("slow", version, trained_model, scan, PromotionPolicy(0.0, 1e-6, 0.0))
+    decision = gate(
+        registry,
+        "slow",
+        version,
+        trained_model,
+        scan,
+        PromotionPolicy(max_p95_latency_ms=1e-6, min_accuracy=0.0),
+    )
     assert not decision.promote and "exceeds the SLO" in decision.reason
     assert registry.alias_version("slow", PRODUCTION) is None
 
@@ -140,7 +147,7 @@ def test_production_measured_on_other_test_data_is_re_evaluated(
     registry.promote("reeval", first, "seeded by the test")
     registry.set_tags("reeval", first, {"test_split_fingerprint": "another-split"})
     second = _register(registry, "reeval", trained_model, scan)
-    decision = registry.gate("reeval", second, trained_model, scan, POLICY)
+    decision = gate(registry, "reeval", second, trained_model, scan, POLICY)
     report = json.loads((trained_model / "report.json").read_text())
     assert "re-evaluated" in decision.reason
     assert decision.production_accuracy == pytest.approx(report["accuracy"], abs=1e-9)
