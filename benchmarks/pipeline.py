@@ -24,9 +24,24 @@ from typing import Any
 from slipway.data.demo import write_demo_dataset
 
 
+def _experiment(data: Path, work: Path, args: argparse.Namespace) -> Any:
+    """One experiment for both ways of running it."""
+    from slipway.config.experiment import load_experiment
+
+    overrides = [
+        f"data.source={data}",
+        f"training.arch={args.arch}",
+        f"training.epochs={args.epochs}",
+        f"training.image_size={args.image_size}",
+        f"training.max_batches_per_epoch={args.max_batches or 'null'}",
+        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        "promotion.min_accuracy=0",
+    ]
+    return load_experiment(None, overrides)
+
+
 def direct(data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The core functions back to back, in this process."""
-    from slipway.config.training import TrainConfig
     from slipway.data.scan import scan_dataset
     from slipway.training.evaluation import evaluate
     from slipway.training.export import export_model
@@ -35,13 +50,7 @@ def direct(data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     began = time.perf_counter()
     scan = scan_dataset(data)
-    config = TrainConfig(
-        arch=args.arch,
-        epochs=args.epochs,
-        image_size=args.image_size,
-        max_batches_per_epoch=args.max_batches or None,
-    )
-    train(scan, work / "model", config)
+    train(scan, work / "model", _experiment(data, work, args).training)
     report = evaluate(work / "model", scan, "test")
     info = export_model(work / "model", parity_inputs(work / "model", scan, 64))
     return {
@@ -56,22 +65,15 @@ def direct(data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
 def pipeline(data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The same through `slipway pipeline run --local` (kfp.local, MLflow on SQLite)."""
     from pipelines.run import run_local
+    from pipelines.training import run_arguments
     from slipway.registry.client import Registry
 
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    params = {
-        "source_uri": str(data),
-        "arch": args.arch,
-        "epochs": args.epochs,
-        "image_size": args.image_size,
-        "max_batches_per_epoch": args.max_batches,
-        "num_workers": 0,
-        "mlflow_tracking_uri": uri,
-        "checkpoint_root": str(work / "checkpoints"),
-        "min_accuracy": 0.0,
-    }
+    experiment = _experiment(data, work, args)
+    params = {**run_arguments(experiment), "checkpoint_root": str(work / "checkpoints")}
     out = run_local(params, work / "root", log_file=work / "pipeline.log")
-    tags = Registry(uri).describe(f"slipway-classifier/{out['version']}")["tags"]
+    tags = Registry(experiment.tracking.uri).describe(f"slipway-classifier/{out['version']}")[
+        "tags"
+    ]
     return {
         "seconds": out["seconds"],
         "test_accuracy": float(tags["metric.test_accuracy"]),

@@ -15,7 +15,9 @@ def train_model(
     metrics: Output[Metrics],
     config: dict,
     tracking: dict,
-    record: dict,
+    data: dict,
+    model_config: dict,
+    promotion: dict,
     gpus: int = 1,
     checkpoint_root: str = "/mnt/slipway/checkpoints",
     pipeline_run_id: str = "",
@@ -39,7 +41,9 @@ def train_model(
         metrics: Validation accuracy/loss, best epoch, epochs run, epoch resumed from.
         config: The experiment's `training` section (`TrainConfig`).
         tracking: The experiment's `tracking` section (MLflow URI and experiment).
-        record: The other sections of the experiment, recorded on the MLflow run.
+        data: The experiment's `data` section, recorded on the MLflow run.
+        model_config: The experiment's `model` section, recorded on the MLflow run.
+        promotion: The experiment's `promotion` section, recorded on the MLflow run.
         gpus: GPUs on this node; more than one trains with torchrun (DDP).
         checkpoint_root: Folder on a persistent volume for checkpoints.
         pipeline_run_id: Identifies the run; retries of a task share it and so resume.
@@ -71,7 +75,7 @@ def train_model(
         tracking=TrackingConfig.model_validate(tracking),
         run_name=f"{training.arch}-{pipeline_run_id}" if pipeline_run_id else training.arch,
         run_tags={"pipeline_run_id": pipeline_run_id, "git_commit": git_commit},
-        record=record,
+        record={"data": data, "model": model_config, "promotion": promotion},
         gpus=gpus,
         nodes=nodes,
         trainjob=spec_from_placement(

@@ -27,10 +27,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from slipway.config.training import TrainConfig
 from slipway.errors import SlipwayError
 
 if TYPE_CHECKING:
-    from slipway.config.training import TrainConfig
     from slipway.data.scan import DatasetScan
     from slipway.training.loop import TrainResult
     from slipway.training.trainjob import TrainJobSpec
@@ -104,7 +104,6 @@ def run_training(
             process must see that volume at the same path to read the result.
         name: model name written into the card.
     """
-    from slipway.config.training import TrainConfig
     from slipway.training.loop import train
 
     config = config or TrainConfig()

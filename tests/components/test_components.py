@@ -30,7 +30,7 @@ def prepared(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dsl.D
     shutil.copytree(demo_data, data)
     (data / "bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     _init(tmp_path_factory.mktemp("root"))
-    task = prepare_dataset(source_uri=f"file://{data}")
+    task = prepare_dataset(data={"source": f"file://{data}"})
     return task.outputs["dataset"]
 
 
@@ -67,7 +67,7 @@ def test_prepare_refuses_a_mostly_broken_dataset(
             (data / name / f"bad{index}.png").write_bytes(b"")
     _init(tmp_path / "root")
     with pytest.raises(RuntimeError, match="FAILURE"):
-        prepare_dataset(source_uri=str(data))
+        prepare_dataset(data={"source": str(data)})
     assert "10 of 12 files are unusable (more than 10%)" in capfd.readouterr().out
 
 
@@ -87,22 +87,23 @@ def test_evaluate_export_register_chain(
             artifact_uri=prepared.uri, artifact_class=dsl.Dataset, metadata=prepared.metadata
         )
         model = dsl.importer(artifact_uri=str(model_src), artifact_class=dsl.Model)
-        evaluated = evaluate_model(dataset=dataset.output, model=model.output)
+        tracking = {"uri": uri}
+        model_config = {"name": "chain", "parity_images": 16, "latency_batch_size": 4}
+        evaluated = evaluate_model(dataset=dataset.output, model=model.output, tracking=tracking)
         exported = export_model(
             dataset=dataset.output,
             model=evaluated.outputs["evaluated_model"],
-            parity_images=16,
-            latency_batch_size=4,
+            model_config=model_config,
+            tracking=tracking,
         )
         registered = register_model(
             dataset=dataset.output,
             model=exported.outputs["exported_model"],
-            model_name="chain",
-            mlflow_tracking_uri=uri,
+            model_config=model_config,
+            promotion={"max_p95_latency_ms": 10_000.0, "min_accuracy": 0.0},
+            tracking=tracking,
             pipeline_run_id="run-42",
             git_commit="0123abc",
-            max_p95_latency_ms=10_000.0,
-            min_accuracy=0.0,
         )
         return registered.outputs["version"]
 

@@ -79,7 +79,8 @@ def test_the_train_component_repeats_no_setting_with_another_default() -> None:
     }
     for name, value in mirrored.items():
         assert params[name].default == value, name
-    for section in ("config", "tracking", "record"):  # settings come in whole, without defaults
+    # settings come in whole sections, without defaults of their own
+    for section in ("config", "tracking", "data", "model_config", "promotion"):
         assert params[section].default is inspect.Parameter.empty
 
 

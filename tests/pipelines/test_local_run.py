@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.run import run_local
+from pipelines.training import run_arguments
 from slipway.cli import app
+from slipway.config.experiment import ExperimentConfig
 from slipway.registry.client import PRODUCTION, STAGING, Registry
 
 pytestmark = [
@@ -24,20 +26,22 @@ pytestmark = [
 
 def test_pipeline_registers_gates_and_rolls_back(demo_data: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    base = {
-        "source_uri": str(demo_data),
-        "model_name": "fashion",
-        "epochs": 2,
-        "batch_size": 64,
-        "num_workers": 0,
-        "parity_images": 16,
-        "mlflow_tracking_uri": uri,
-        "checkpoint_root": str(tmp_path / "checkpoints"),
-        "git_commit": "feedbeef",
-        "max_p95_latency_ms": 10_000.0,  # this test is about accuracy, not a loaded machine
-        "min_accuracy": 0.0,
+    experiment = {
+        "data": {"source": str(demo_data)},
+        "model": {"name": "fashion", "parity_images": 16},
+        "training": {"epochs": 2, "batch_size": 64},
+        "tracking": {"uri": uri},
+        # this test is about accuracy, not a loaded machine
+        "promotion": {"max_p95_latency_ms": 10_000.0, "min_accuracy": 0.0},
     }
-    first = run_local(base, tmp_path / "root")
+
+    def arguments(**training: object) -> dict:
+        config = ExperimentConfig.model_validate(experiment)
+        config.training = config.training.model_copy(update=training)
+        args = run_arguments(config, git_commit="feedbeef")
+        return {**args, "checkpoint_root": str(tmp_path / "checkpoints")}
+
+    first = run_local(arguments(), tmp_path / "root")
     assert (first["version"], first["decision"]) == ("1", "promoted")
     assert "first production version" in first["reason"]
 
@@ -52,14 +56,15 @@ def test_pipeline_registers_gates_and_rolls_back(demo_data: Path, tmp_path: Path
     assert 0.0 <= float(tags["metric.test_accuracy"]) <= 1.0
     assert float(tags["metric.onnx_max_abs_diff"]) <= 1e-3
     run = registry.client.get_run(tags["mlflow_run_id"])
-    assert run.data.params["arch"] == "resnet18"
+    assert run.data.params["training.arch"] == "resnet18"
+    assert run.data.params["model.name"] == "fashion"
     curve = registry.client.get_metric_history(run.info.run_id, "val_loss")
     assert sorted(m.step for m in curve) == [1, 2]
     artifacts = {a.path for a in registry.client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in artifacts
     assert not (tmp_path / "checkpoints" / tags["pipeline_run_id"] / "train").exists()
 
-    worse = {**base, "epochs": 1, "max_batches_per_epoch": 1, "lr": 1e-6}
+    worse = arguments(epochs=1, max_batches_per_epoch=1, lr=1e-6)
     second = run_local(worse, tmp_path / "root")
     assert (second["version"], second["decision"]) == ("2", "rejected")
     assert "worse than production v1" in second["reason"]
@@ -97,9 +102,14 @@ local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
 def train_only() -> str:
     imported = dsl.importer(artifact_uri=dataset, artifact_class=dsl.Dataset)
     task = train_model(
-        dataset=imported.output, epochs=4, batch_size=32, max_batches_per_epoch=3,
-        num_workers=0, checkpoint_root=checkpoints, pipeline_run_id="resume-test",
-        mlflow_tracking_uri=uri,
+        dataset=imported.output,
+        config={"epochs": 4, "batch_size": 32, "max_batches_per_epoch": 3},
+        tracking={"uri": uri},
+        data={},
+        model_config={},
+        promotion={},
+        checkpoint_root=checkpoints,
+        pipeline_run_id="resume-test",
     )
     return task.outputs["mlflow_run_id"]
 
@@ -109,9 +119,10 @@ print("RUN_ID", train_only().output)
 
 
 def test_killed_train_task_resumes_from_its_checkpoint(demo_data: Path, tmp_path: Path) -> None:
+    from slipway.config.experiment import DataConfig
     from slipway.steps import prepare
 
-    prepare(str(demo_data), tmp_path / "dataset")
+    prepare(DataConfig(source=str(demo_data)), tmp_path / "dataset")
     work = tmp_path / "checkpoints" / "resume-test" / "train"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-c", TRAIN_ONLY, str(tmp_path / "root"), str(tmp_path / "dataset")]

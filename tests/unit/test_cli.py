@@ -24,7 +24,8 @@ def test_missing_dataset_is_one_line_error(tmp_path: Path) -> None:
 def test_unknown_arch_is_refused_before_any_work(demo_data: Path, tmp_path: Path) -> None:
     result = run_cli("train", "--data", str(demo_data), "--out", str(tmp_path / "m"), "--arch", "x")
     assert result.returncode == 2
-    assert "unknown architecture 'x'" in result.stderr
+    assert "training.arch: Input should be 'resnet18'" in result.stderr
+    assert "(got 'x')" in result.stderr
     assert not (tmp_path / "m").exists()
 
 

@@ -177,7 +177,7 @@ def test_cli_refuses_a_batch_that_does_not_split_in_one_line(
 ) -> None:
     command = [sys.executable, "-c", "from slipway.cli import main; main()", "train"]
     command += ["--data", str(demo_data), "--out", str(tmp_path / "m")]
-    command += ["--nproc-per-node", "3", "--batch-size", "64"]
+    command += ["--gpus-per-node", "3", "--set", "training.batch_size=64"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "batch_size 64 must be divisible by the number of processes" in result.stderr

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from slipway.config.training import ARCHITECTURES
-from slipway.training.models import build_model
 from slipway.errors import ModelError
+from slipway.training.models import build_model
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
