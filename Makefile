@@ -17,7 +17,14 @@ SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format venv clean tools base-image images test-images bench-serving
+.PHONY: help run demo-data test lint format venv clean tools base-image images test-images \
+	bench-serving
+.DEFAULT_GOAL := help
+
+## help: list the targets with what each does (the default goal)
+help:
+	@awk '/^## [A-Za-z0-9_-]+:/ { name = $$2; sub(/:$$/, "", name); text = $$0; \
+	  sub(/^## [^:]*: */, "", text); printf "  %-14s %s\n", name, text }' $(firstword $(MAKEFILE_LIST))
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +38,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+## venv: create .venv with the project and its dev extra (the other targets do it as needed)
 venv: $(VENV)/.installed-dev
 
-## run: demo data -> training pipeline (kfp.local: prepare, train, evaluate, export, register
+## run: train the demo model with the local pipeline, register it, serve it on 127.0.0.1:8080
+## demo data -> training pipeline (kfp.local: prepare, train, evaluate, export, register
 ## with the promotion gate) -> MLflow registry in $(WORK)/mlflow.db -> inference service on
 ## $(SERVE_HOST):$(SERVE_PORT) serving $(SERVE_SOURCE); no cluster needed
-run: $(VENV)/.installed-run
+run: demo-data $(VENV)/.installed-run
 	@start=$$(date +%s); \
 	$(SLIPWAY) data demo --out $(DATA) --per-class $(PER_CLASS) && \
 	$(SLIPWAY) pipeline run --local --data $(DATA) --epochs $(EPOCHS) \
@@ -49,8 +58,12 @@ run: $(VENV)/.installed-run
 	  --tracking-uri $(MLFLOW_URI) --host $(SERVE_HOST) --port $(SERVE_PORT) \
 	  --prediction-log $(WORK)/predictions.jsonl
 
-## bench-serving: service vs raw model vs naive FastAPI (benchmarks/README.md); run it on an
-## idle machine, e.g. make bench-serving SERVING_BENCH_ARGS="--seconds 10 --rounds 2"
+## demo-data: install the Fashion-MNIST demo data package when it is missing (make run does)
+demo-data:
+	@scripts/demo-data.sh
+
+## bench-serving: service vs raw model vs naive FastAPI (benchmarks/README.md)
+## Run it on an idle machine, e.g. make bench-serving SERVING_BENCH_ARGS="--seconds 10 --rounds 2"
 SERVING_BENCH_ARGS ?=
 bench-serving: $(VENV)/.installed-run
 	$(PY) benchmarks/serving.py $(SERVING_BENCH_ARGS)
@@ -85,18 +98,21 @@ images:
 	$(IMAGE_BUILD) -f Dockerfile.serve -t $(SERVE_IMAGE) .
 	$(IMAGE_BUILD) -f Dockerfile.train -t $(TRAIN_IMAGE) .
 
-## test-images: build the serving image and the training image without torch from the offline
-## base with podman, and run them (tests/images)
+## test-images: build the container images with podman and run them (tests/images)
+## the serving image and the training image without torch, from the offline base
 test-images: $(VENV)/.installed-dev
 	$(PY) -m pytest -m images tests/images $(PYTEST_ARGS)
 
+## lint: ruff check and ruff format --check
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## format: ruff format, then ruff check --fix
 format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+## clean: remove the demo run's state (.slipway: data, models, MLflow) and build caches
 clean:
 	rm -rf $(WORK) build .pytest_cache .ruff_cache
