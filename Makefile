@@ -76,7 +76,7 @@ tools:
 test: $(VENV)/.installed-dev tools
 	$(PY) -m pytest -m "not images" $(PYTEST_ARGS)
 
-# Container images (README "Container images"). podman by default (scripts/containers.conf);
+# Container images (docs/operations.md, "Container images"). podman by default (scripts/containers.conf);
 # CONTAINER=docker works too. BASE_IMAGE=localhost/slipway-base:bookworm after `make base-image`
 # where no registry is reachable; IMAGE_BUILD_ARGS passes extra build options.
 IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -13,8 +13,16 @@ from slipway.contract.preprocessing import Preprocessing
 from slipway.data.scan import Sample
 from slipway.data.storage import open_root
 
-if TYPE_CHECKING:
-    from slipway.training.cache import PixelCache
+
+class PixelSource(Protocol):
+    """Pre-decoded uint8 pixels, one row per image (`slipway.training.cache.PixelCache`)."""
+
+    shape: tuple[int, ...]
+
+    @property
+    def array(self) -> np.ndarray: ...
+
+    def rows(self, samples: list[Sample]) -> np.ndarray: ...
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -72,12 +80,12 @@ class PixelBatches(torch.utils.data.Dataset):
     One fetch per batch (not per image) keeps Python overhead per image tiny, and the pixels
     stay uint8 until they reach the device, where `normalize_batch` does the float math: a
     quarter of the bytes to copy and pin, and no per-image work in worker processes. Pixels
-    come from a `PixelCache` memmap when one is given, else from `images` (decoded and kept in
-    memory per process).
+    come from a `PixelSource` (the memmap cache) when one is given, else from `images`
+    (decoded and kept in memory per process).
     """
 
     def __init__(
-        self, samples: list[Sample], images: ImageDataset, cache: PixelCache | None = None
+        self, samples: list[Sample], images: ImageDataset, cache: PixelSource | None = None
     ) -> None:
         self.images = images
         self.cache = cache
