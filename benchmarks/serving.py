@@ -9,8 +9,8 @@ Same machine, same run, scenarios alternated A-B-A-B over `--rounds`, ResNet-18 
   naive c=N     FastAPI, one torch forward per request in a `def` endpoint
   overload      open-loop arrivals at `--overload` x the service's measured capacity
 
-The load generator is a small raw-HTTP/1.1 asyncio client in its own process, so it takes
-little CPU from the server. Usage:
+The load generator is `slipway.loadtest`, the one `slipway loadtest` runs, in a process of its
+own so that it takes little CPU from the server. Usage:
 
   python benchmarks/serving.py --seconds 10 --rounds 2 --json bench.json
 """
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +38,6 @@ from fastapi import File, UploadFile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BOUNDARY = "slipwaybenchboundary"
 SPINNING = False  # onnxruntime intra-op spin-waiting (the service's default); --spin turns it on
 
 
@@ -199,110 +198,34 @@ def naive_app(model_dir: Path, threads: int) -> Any:
 # Load generator (runs in its own process) --------------------------------------------------
 
 
-def _request_bytes(port: int, image: bytes) -> bytes:
-    body = (
-        (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + image
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-    head = (
-        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    return head + body
+def loadgen(mode: str, url: str, image: bytes, level: float, seconds: float) -> dict:
+    """`slipway.loadtest` (what `slipway loadtest` runs): a closed loop of `level` clients, or
+    open-loop arrivals at `level` req/s (how overload really looks)."""
+    from slipway.loadtest import run_load, run_open_loop
 
-
-async def _exchange(port: int, payload: bytes, conn: list[Any]) -> int:
-    """One request on a kept-alive connection (re-opened when the server closed it)."""
-    if not conn:
-        conn.extend(await asyncio.open_connection("127.0.0.1", port))
-    reader, writer = conn
-    writer.write(payload)
-    await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    length = 0
-    close = False
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        if key.lower() == "content-length":
-            length = int(value)
-        elif key.lower() == "connection" and "close" in value.lower():
-            close = True
-    await reader.readexactly(length)
-    if close:
-        writer.close()
-        conn.clear()
-    return status
-
-
-async def closed_loop(port: int, image: bytes, concurrency: int, seconds: float) -> dict:
-    """`concurrency` clients, each sending its next request when the last one is answered."""
-    payload = _request_bytes(port, image)
-    latencies: list[float] = []
-    codes: dict[int, int] = {}
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        conn: list[Any] = []
-        while time.perf_counter() < deadline:
-            t = time.perf_counter()
-            try:
-                status = await asyncio.wait_for(_exchange(port, payload, conn), 60)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError):
-                status, conn = 0, []
-            codes[status] = codes.get(status, 0) + 1
-            if status == 200:
-                latencies.append(time.perf_counter() - t)
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return {**_stats(latencies, len(latencies), time.perf_counter() - began), "codes": codes}
-
-
-async def open_loop(port: int, image: bytes, rate: float, seconds: float) -> dict:
-    """Arrivals at a fixed `rate` regardless of answers: how overload really looks."""
-    payload = _request_bytes(port, image)
-    latencies: list[float] = []
-    codes: dict[int, int] = {}
-    idle: list[list[Any]] = []
-
-    async def one() -> None:
-        conn = idle.pop() if idle else []
-        t = time.perf_counter()
-        try:
-            status = await asyncio.wait_for(_exchange(port, payload, conn), 60)
-            idle.append(conn)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError):
-            status = 0
-        codes[status] = codes.get(status, 0) + 1
-        if status == 200:
-            latencies.append(time.perf_counter() - t)
-
-    tasks = []
-    began = time.perf_counter()
-    n = 0
-    while time.perf_counter() - began < seconds:
-        tasks.append(asyncio.create_task(one()))
-        n += 1
-        await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
-    await asyncio.gather(*tasks)
-    out = _stats(latencies, len(latencies), time.perf_counter() - began)
+    url += "/v1/predict"
+    payloads = [("a.jpg", image, "image/jpeg")]
+    if mode == "closed":
+        coro = run_load(url, payloads, int(level), seconds, top_k=None, timeout_s=60)
+    else:
+        coro = run_open_loop(url, payloads, level, seconds, top_k=None, timeout_s=60)
+    report = asyncio.run(coro)
+    codes = {200: report.ok} if report.ok else {}
+    for key, count in report.errors.items():  # a status code, or a transport error's name
+        code = int(key) if key.isdigit() else 0
+        codes[code] = codes.get(code, 0) + count
+    req_s = report.ok / report.duration_s if report.duration_s else 0.0
+    out = {"req_s": req_s, "p50_ms": report.p50_ms, "p99_ms": report.p99_ms, "count": report.ok}
     out["codes"] = codes
-    out["offered_req_s"] = n / seconds
-    out["max_ms"] = max(latencies) * 1000 if latencies else float("nan")
+    if mode == "open":
+        out.update(offered_req_s=report.requests / seconds, max_ms=report.max_ms)
     return out
 
 
-def run_load(port: int, image_path: Path, mode: str, level: float, seconds: float) -> dict:
+def run_loadgen(url: str, image_path: Path, mode: str, level: float, seconds: float) -> dict:
     """Run the load generator in a separate process and return its JSON."""
     cmd = [
-        sys.executable, __file__, "--loadgen", mode, "--port", str(port),
+        sys.executable, __file__, "--loadgen", mode, "--url", url,
         "--image", str(image_path), "--level", str(level), "--seconds", str(seconds),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 180)
@@ -312,43 +235,27 @@ def run_load(port: int, image_path: Path, mode: str, level: float, seconds: floa
 # Servers ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def serve(kind: str, model_dir: Path, threads: int, log: Path, **settings: Any) -> Any:
+    """The slipway service (with these settings) or the naive server, ready, as a context."""
+    from services.inference.server import command
+    from slipway.procs import free_port, start_server
 
-
-def start_server(kind: str, model_dir: Path, threads: int, env: dict[str, str], log: Path):
-    port = _free_port()
-    full = {**os.environ, "PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1", **env}
+    port = free_port()
     if kind == "service":
-        full.update(
-            SLIPWAY_MODEL_SOURCE=str(model_dir), SLIPWAY_PORT=str(port),
-            SLIPWAY_HOST="127.0.0.1", SLIPWAY_THREADS=str(threads),
-            SLIPWAY_RELOAD_INTERVAL_S="0", SLIPWAY_LOG_LEVEL="WARNING",
-            SLIPWAY_INTRA_OP_SPINNING=str(SPINNING).lower(),
+        argv = command(
+            {
+                "model_source": model_dir, "port": port, "host": "127.0.0.1",
+                "threads": threads, "reload_interval_s": 0, "log_level": "WARNING",
+                "intra_op_spinning": SPINNING, **settings,
+            }
         )  # fmt: skip
-        cmd = [sys.executable, "-m", "services.inference"]
     else:
-        cmd = [
+        argv = [
             sys.executable, __file__, "--naive-server", "--model", str(model_dir),
             "--port", str(port), "--threads", str(threads),
         ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    import httpx
-
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{kind} server exited:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"{kind} server not ready")
+    env = {"PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1"}
+    return start_server(argv, f"http://127.0.0.1:{port}", env, timeout=180, log=log, cwd=ROOT)
 
 
 # Driver -------------------------------------------------------------------------------------
@@ -371,13 +278,13 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = make_model(work / "model", args.image_size)
     image_path = work / "image.jpg"
     image_path.write_bytes(make_image(args.image_size))
-    servers = {
-        "service": start_server("service", model_dir, args.threads, {}, work / "service.log"),
-        "naive": start_server("naive", model_dir, args.threads, {}, work / "naive.log"),
-    }
     levels = [int(c) for c in args.concurrency.split(",")]
     runs: dict[str, list[dict]] = {}
-    try:
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for kind in ("service", "naive"):
+            server = serve(kind, model_dir, args.threads, work / f"{kind}.log")
+            urls[kind] = stack.enter_context(server).url
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds}", flush=True)
             scenarios: list[tuple[str, Any]] = [
@@ -393,20 +300,16 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             ]  # fmt: skip
             for level in levels:
                 for kind in ("service", "naive"):
-                    port = servers[kind][1]
                     scenarios.append(
                         (f"{kind} c={level}",
-                         lambda p=port, c=level: run_load(p, image_path, "closed", c, args.seconds))
+                         lambda u=urls[kind], c=level:
+                             run_loadgen(u, image_path, "closed", c, args.seconds))
                     )  # fmt: skip
             for name, run in scenarios:
                 result = run()
                 runs.setdefault(name, []).append(result)
                 print(f"  {name:<20} {result['req_s']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms",
                       flush=True)  # fmt: skip
-    finally:
-        for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(60)
     results = {name: _merge(r) for name, r in runs.items()}
     results.update(overload(args, model_dir, image_path, work, results))
     return {"config": vars(args), "results": results}
@@ -417,14 +320,9 @@ def overload(args: argparse.Namespace, model_dir: Path, image: Path, work: Path,
     top = max(int(c) for c in args.concurrency.split(","))
     capacity = results[f"service c={top}"]["req_s"]
     queue = 2 * args.max_batch
-    env = {"SLIPWAY_MAX_QUEUE": str(queue), "SLIPWAY_MAX_BATCH_SIZE": str(args.max_batch)}
-    proc, port = start_server("service", model_dir, args.threads, env, work / "overload.log")
-    try:
-        rate = args.overload * capacity
-        result = run_load(port, image, "open", rate, args.seconds)
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    settings = {"max_queue": queue, "max_batch_size": args.max_batch}
+    with serve("service", model_dir, args.threads, work / "overload.log", **settings) as server:
+        result = run_loadgen(server.url, image, "open", args.overload * capacity, args.seconds)
     return {f"service overload x{args.overload:g} (queue {queue})": result}
 
 
@@ -489,6 +387,7 @@ def main() -> None:
     parser.add_argument("--loadgen", choices=("closed", "open"), help=argparse.SUPPRESS)
     parser.add_argument("--naive-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--level", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
@@ -497,11 +396,7 @@ def main() -> None:
     SPINNING = args.spin
     if args.loadgen:
         image = args.image.read_bytes()
-        if args.loadgen == "closed":
-            coro = closed_loop(args.port, image, int(args.level), args.seconds)
-        else:
-            coro = open_loop(args.port, image, args.level, args.seconds)
-        print(json.dumps(asyncio.run(coro)))
+        print(json.dumps(loadgen(args.loadgen, args.url, image, args.level, args.seconds)))
         return
     if args.naive_server:
         import uvicorn

@@ -6,7 +6,7 @@
 #                                      apart from the project's, whose pins it would fight
 # Needs npm and python3; idempotent: a tool already at the wanted version is kept. A tool that
 # cannot be installed is reported and left out: its tests then skip (or fail in CI, where
-# SLIPWAY_REQUIRE_TOOLS=1).
+# SLIPWAY_TEST_REQUIRE_TOOLS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

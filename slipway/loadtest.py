@@ -1,30 +1,30 @@
-"""A closed-loop HTTP load generator for the inference service, and an SLO gate built on it.
+"""The HTTP load generator for the inference service, and an SLO gate built on it.
 
-`concurrency` workers each send one image per request, back to back, until `duration_s` has
-passed or `max_requests` were sent. Latency percentiles are over successful (2xx) responses;
-everything else is counted by status code, or by transport error name when no response came.
+Closed loop (`run_load`, `measure_service`, `slipway loadtest`): `concurrency` workers each send
+one image per request, back to back, until `duration_s` has passed or `max_requests` were sent.
+Open loop (`run_open_loop`, the serving benchmark's overload scenario): a fixed arrival rate
+regardless of answers. Latency percentiles are over successful (2xx) responses; everything else
+is counted by status code, or by transport error name when no response came. Requests go out
+over kept-alive HTTP/1.1 connections of a minimal client of its own, cheap in CPU, so that the
+generator measures the server rather than itself (the serving benchmark shares 2 cores with it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import mimetypes
 import os
-import socket
-import subprocess
-import sys
-import tempfile
+import ssl
 import time
+import urllib.parse
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import httpx
 import numpy as np
 from tqdm import tqdm
 
@@ -34,6 +34,7 @@ from slipway.errors import SlipwayError
 log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/v1/predict"
+Payload = tuple[str, bytes, str]  # (file name, bytes, content type)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class LoadReport:
 
 def load_images(
     images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-) -> list[tuple[str, bytes, str]]:
+) -> list[Payload]:
     """(file name, bytes, content type) for a folder (searched recursively) or a list of files."""
     if isinstance(images, str | os.PathLike):
         root = Path(images)
@@ -95,56 +96,212 @@ def load_images(
     return out
 
 
+BOUNDARY = "slipway-load-boundary"
+# What a request can end in instead of an answer (ValueError, IndexError: a malformed answer).
+TRANSPORT_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+    ValueError,
+    IndexError,
+)
+
+
+class _Target(NamedTuple):
+    host: str
+    port: int
+    tls: bool
+    authority: str
+    path: str  # with the query
+
+    @classmethod
+    def parse(cls, url: str, top_k: int | None) -> _Target:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SlipwayError(f"not an http(s) URL: {url}")
+        tls = parts.scheme == "https"
+        query = "&".join(q for q in (parts.query, "" if top_k is None else f"top_k={top_k}") if q)
+        path = (parts.path or "/") + (f"?{query}" if query else "")
+        return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.netloc, path)
+
+    def request(self, payload: Payload) -> bytes:
+        """The bytes of one multipart POST of `payload` (one image)."""
+        name, body, kind = payload
+        head = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{name}"'
+            f"\r\nContent-Type: {kind}\r\n\r\n"
+        )
+        content = head.encode() + body + f"\r\n--{BOUNDARY}--\r\n".encode()
+        return (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.authority}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(content)}\r\n\r\n"
+        ).encode() + content
+
+
+class _Connection:
+    """One kept-alive HTTP/1.1 connection: a prepared POST out, its whole answer read back.
+
+    A load generator's client, not a general one: it spends a fraction of the CPU time per
+    request that httpx does, which matters when it shares a small machine with the server.
+    """
+
+    def __init__(self, target: _Target) -> None:
+        self.target = target
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, request: bytes) -> int:
+        """Send `request`; the status code. A kept-alive connection the server closed in the
+        meantime is re-opened once."""
+        reused = self.streams is not None
+        try:
+            return await self._exchange(request)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.close()
+            if not reused:
+                raise
+            return await self._exchange(request)
+
+    async def _exchange(self, request: bytes) -> int:
+        if self.streams is None:
+            target = self.target
+            context = ssl.create_default_context() if target.tls else None
+            self.streams = await asyncio.open_connection(target.host, target.port, ssl=context)
+        reader, writer = self.streams
+        writer.write(request)
+        await writer.drain()
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = (line.partition(":") for line in lines[1:])
+        headers = {key.strip().lower(): value.strip().lower() for key, _, value in fields}
+        if headers.get("transfer-encoding") == "chunked":
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")  # servers send no trailers to a request like this
+        elif "content-length" in headers:
+            await reader.readexactly(int(headers["content-length"]))
+        else:
+            await reader.read()  # the body runs to the end of the connection
+            headers["connection"] = "close"
+        if headers.get("connection") == "close":
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
+class _Tally:
+    """The prepared requests of one run, latencies of successes and counts of the rest."""
+
+    def __init__(
+        self, url: str, payloads: Sequence[Payload], top_k: int | None, timeout_s: float
+    ) -> None:
+        self.target = _Target.parse(url, top_k)
+        self.requests = [self.target.request(payload) for payload in payloads]
+        self.timeout_s = timeout_s
+        self.latencies: list[float] = []
+        self.codes: Counter[str] = Counter()
+        self.sent = 0
+
+    async def send(self, connection: _Connection) -> None:
+        """The next payload, once; its outcome is counted by status or transport error."""
+        request = self.requests[self.sent % len(self.requests)]
+        self.sent += 1
+        began = time.perf_counter()
+        try:
+            status = await asyncio.wait_for(connection.post(request), self.timeout_s)
+        except TRANSPORT_ERRORS as exc:
+            connection.close()
+            self.codes[type(exc).__name__] += 1
+            return
+        if 200 <= status < 300:
+            self.latencies.append((time.perf_counter() - began) * 1000)
+            self.codes["ok"] += 1
+        else:
+            self.codes[str(status)] += 1
+
+
+def _check(payloads: Sequence[Payload], duration_s: float, *positive: float) -> None:
+    if duration_s <= 0 or not payloads or any(value <= 0 for value in positive):
+        raise SlipwayError(
+            "concurrency or rate > 0, duration > 0 and at least one image are needed"
+        )
+
+
 async def run_load(
     url: str,
-    payloads: Sequence[tuple[str, bytes, str]],
+    payloads: Sequence[Payload],
     concurrency: int = 4,
     duration_s: float = 10.0,
     max_requests: int | None = None,
-    top_k: int = 1,
+    top_k: int | None = 1,
     timeout_s: float = 30.0,
     progress: bool = False,
 ) -> LoadReport:
-    """Drive `url` (a full endpoint URL) with the payloads in turn; see the module docstring."""
-    if concurrency < 1 or duration_s <= 0 or not payloads:
-        raise SlipwayError("concurrency >= 1, duration > 0 and at least one image are needed")
-    latencies: list[float] = []
-    codes: Counter[str] = Counter()
-    sent = 0
+    """Closed loop: drive `url` (a full endpoint URL) with the payloads in turn, one connection
+    per client; see the module docstring. `top_k=None` leaves the parameter out."""
+    _check(payloads, duration_s, concurrency)
+    tally = _Tally(url, payloads, top_k, timeout_s)
     start = time.perf_counter()
     deadline = start + duration_s
     bar = tqdm(total=max_requests, unit="req", desc="load", disable=not progress, leave=False)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal sent
-        while time.perf_counter() < deadline and (max_requests is None or sent < max_requests):
-            name, body, kind = payloads[sent % len(payloads)]
-            sent += 1
-            began = time.perf_counter()
-            try:
-                response = await client.post(
-                    url, params={"top_k": top_k}, files={"files": (name, body, kind)}
-                )
-            except httpx.HTTPError as exc:
-                codes[type(exc).__name__] += 1
-            else:
-                if 200 <= response.status_code < 300:
-                    latencies.append((time.perf_counter() - began) * 1000)
-                    codes["ok"] += 1
-                else:
-                    codes[str(response.status_code)] += 1
+    async def client() -> None:
+        connection = _Connection(tally.target)
+        while time.perf_counter() < deadline and (
+            max_requests is None or tally.sent < max_requests
+        ):
+            await tally.send(connection)
             bar.update(1)
+        connection.close()
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    await asyncio.gather(*(client() for _ in range(concurrency)))
     bar.close()
-    return _report(url, concurrency, time.perf_counter() - start, codes, latencies)
+    return _report(url, concurrency, time.perf_counter() - start, tally)
 
 
-def _report(
-    url: str, concurrency: int, elapsed: float, codes: Counter[str], latencies: list[float]
+async def run_open_loop(
+    url: str,
+    payloads: Sequence[Payload],
+    rate: float,
+    duration_s: float = 10.0,
+    top_k: int | None = 1,
+    timeout_s: float = 30.0,
 ) -> LoadReport:
+    """Open loop: `rate` arrivals per second for `duration_s`, whether or not answers keep up,
+    which is how overload really looks. The report's `concurrency` is the most in flight."""
+    _check(payloads, duration_s, rate)
+    tally = _Tally(url, payloads, top_k, timeout_s)
+    idle: list[_Connection] = []
+    in_flight = peak = 0
+
+    async def one() -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        connection = idle.pop() if idle else _Connection(tally.target)
+        await tally.send(connection)
+        idle.append(connection)
+        in_flight -= 1
+
+    tasks = []
+    start = time.perf_counter()
+    while (now := time.perf_counter()) - start < duration_s:
+        due = int((now - start) * rate) + 1  # arrivals owed by now, caught up if behind
+        tasks += [asyncio.create_task(one()) for _ in range(due - len(tasks))]
+        await asyncio.sleep(max(0.0, start + len(tasks) / rate - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        connection.close()
+    return _report(url, peak, time.perf_counter() - start, tally)
+
+
+def _report(url: str, concurrency: int, elapsed: float, tally: _Tally) -> LoadReport:
+    codes, latencies = Counter(tally.codes), tally.latencies
     ok = codes.pop("ok", 0)
     report = LoadReport(url, concurrency, elapsed, ok + sum(codes.values()), ok, dict(codes))
     report.rps = report.requests / elapsed if elapsed > 0 else 0.0
@@ -159,7 +316,8 @@ def _report(
 
 def endpoint(url: str) -> str:
     """A base URL gets the prediction path; a URL with a path is used as given."""
-    return url if httpx.URL(url).path not in ("", "/") else url.rstrip("/") + PREDICT_PATH
+    path = urllib.parse.urlsplit(url).path
+    return url if path not in ("", "/") else url.rstrip("/") + PREDICT_PATH
 
 
 def measure_service(
@@ -194,77 +352,3 @@ def measure_service(
             target, payloads, concurrency, duration_s, max_requests, top_k, timeout_s, progress
         )
     )
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def local_service(
-    model_dir: str | os.PathLike[str],
-    env: dict[str, str] | None = None,
-    startup_timeout_s: float = 120.0,
-) -> Iterator[str]:
-    """Run `python -m services.inference` on a model folder on 127.0.0.1; yield its base URL."""
-    port = free_port()
-    settings = {
-        "SLIPWAY_MODEL_SOURCE": str(Path(model_dir).resolve()),
-        "SLIPWAY_HOST": "127.0.0.1",
-        "SLIPWAY_PORT": str(port),
-        "SLIPWAY_RELOAD_INTERVAL_S": "0",
-        "SLIPWAY_DRAIN_SECONDS": "0",
-    }
-    with tempfile.TemporaryFile(mode="w+") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.inference"],
-            env={**os.environ, **settings, **(env or {})},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, process, startup_timeout_s, output)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float, output: Any) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output.seek(0)
-            raise SlipwayError(
-                f"the service exited with {process.returncode}: {output.read()[-2000:]}"
-            )
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/readyz", timeout=2, trust_env=False).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise SlipwayError(f"the service at {url} was not ready within {timeout_s:.0f} s")
-
-
-def measure_model(
-    model_dir: str | os.PathLike[str],
-    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    concurrency: int = 4,
-    duration_s: float = 10.0,
-    *,
-    env: dict[str, str] | None = None,
-    max_requests: int | None = None,
-    progress: bool = False,
-) -> LoadReport:
-    """Serve a candidate model folder locally, load it, stop it: the promotion gate's measure."""
-    with local_service(model_dir, env=env) as url:
-        return measure_service(
-            url, images, concurrency, duration_s, max_requests=max_requests, progress=progress
-        )

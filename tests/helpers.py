@@ -11,8 +11,8 @@ import pytest
 
 
 def tools_required() -> bool:
-    """CI sets SLIPWAY_REQUIRE_TOOLS=1 so that a missing tool fails instead of skipping."""
-    return os.environ.get("SLIPWAY_REQUIRE_TOOLS", "") not in ("", "0", "false")
+    """CI sets SLIPWAY_TEST_REQUIRE_TOOLS=1 so that a missing tool fails instead of skipping."""
+    return os.environ.get("SLIPWAY_TEST_REQUIRE_TOOLS", "") not in ("", "0", "false")
 
 
 def require_tool(name: str, available: bool | None = None) -> str:
@@ -22,7 +22,7 @@ def require_tool(name: str, available: bool | None = None) -> str:
         return path
     message = f"{name} is not installed; .ci/run installs it"
     if tools_required():
-        pytest.fail(message + " (SLIPWAY_REQUIRE_TOOLS=1)")
+        pytest.fail(message + " (SLIPWAY_TEST_REQUIRE_TOOLS=1)")
     pytest.skip(message)
     raise AssertionError("unreachable")
 

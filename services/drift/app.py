@@ -38,10 +38,7 @@ class State:
     def cycle(self) -> None:
         """Load the reference if needed, then read and evaluate once."""
         if self.monitor is None:
-            reference = resolve_reference(
-                self.settings.reference, self.settings.mlflow_tracking_uri
-            )
-            self.monitor = DriftMonitor(reference, self.settings)
+            self.monitor = DriftMonitor.from_settings(self.settings)
             self.resolved_at = time.monotonic()
             log.info("reference loaded from %s", self.settings.reference)
         else:

@@ -25,6 +25,7 @@ import numpy as np
 
 from services.drift import stats
 from services.drift.logreader import Position, RotatingLogReader
+from services.drift.reference import resolve_reference
 from services.drift.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,14 @@ def parse_record(line: str, classes: list[str]) -> tuple[float, float, str, floa
 BACKUP = re.compile(r"\.\d+$")
 
 
+def log_paths(pattern: str) -> list[str]:
+    """The logs `pattern` names now: the path itself, or every file a glob matches except
+    numbered backups (e.g. `/logs/*.jsonl`, one file per service replica)."""
+    if glob.has_magic(pattern):
+        return sorted(p for p in glob.glob(pattern) if not BACKUP.search(p))
+    return [pattern]
+
+
 def _timestamp(line: str) -> float:
     try:
         return float(json.loads(line).get("ts", 0.0))
@@ -124,6 +133,11 @@ class DriftMonitor:
         self.invalid = 0
         self.last: Evaluation | None = None
         self._load_state()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DriftMonitor:
+        """A monitor judging against the reference `settings` names (file, folder or models:/)."""
+        return cls(resolve_reference(settings.reference, settings.mlflow_tracking_uri), settings)
 
     def set_reference(self, reference: dict[str, Any]) -> None:
         """Judge against another reference from now on (the window is kept)."""
@@ -163,18 +177,14 @@ class DriftMonitor:
         return added
 
     def _current_readers(self) -> list[RotatingLogReader]:
-        """One reader per log: the path itself, or every file a glob pattern matches now.
+        """One reader per log (`log_paths`), each following its own file's rotations.
 
-        A pattern (e.g. `/logs/*.jsonl`, one file per service replica) never matches numbered
-        backups; each reader follows its own file's rotations. The reader of a log whose files
-        are all gone (a replaced replica's, pruned) is dropped, and so is its saved position.
+        The reader of a log whose files are all gone (a replaced replica's, pruned) is dropped,
+        and so is its saved position.
         """
-        pattern = str(self.settings.prediction_log_path)
-        paths = [pattern]
-        if glob.has_magic(pattern):
-            paths = sorted(p for p in glob.glob(pattern) if not BACKUP.search(p))
-            for gone in [p for p, r in self.readers.items() if p not in paths and not r.chain()]:
-                del self.readers[gone]
+        paths = log_paths(str(self.settings.prediction_log_path))
+        for gone in [p for p, r in self.readers.items() if p not in paths and not r.chain()]:
+            del self.readers[gone]
         for path in paths:
             if path not in self.readers:
                 self.readers[path] = RotatingLogReader(path, self._saved.get(path))

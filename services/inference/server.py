@@ -4,20 +4,28 @@ On the first SIGTERM (or Ctrl-C) the service reports not ready and keeps answeri
 DRAIN_SECONDS, so load balancers stop sending it traffic; then uvicorn stops accepting, waits
 for every accepted request, and the lifespan flushes the prediction log. A second signal forces
 the exit.
+
+`main` is `python -m services.inference`; `command` is how another program (the `slipway
+loadtest --model` command, the benchmark, the tests) starts it without importing it.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
+import sys
 import threading
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 import uvicorn
 
+from services.environment import load_settings
 from services.inference.app import create_app
 from services.inference.service import InferenceService
-from services.inference.settings import Settings
+from services.inference.settings import Settings, parse_assignments
+from slipway.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +84,41 @@ def serve(settings: Settings) -> None:
     except KeyboardInterrupt:
         # uvicorn re-raises the stopping signal after a clean shutdown; Ctrl-C is not an error.
         log.info("stopped")
+
+
+def command(overrides: Mapping[str, object] | None = None) -> list[str]:
+    """`python -m services.inference --set FIELD=VALUE ...` with this interpreter.
+
+    The `SLIPWAY_*` environment still applies; `overrides` (field names) win over it. An
+    unknown field fails here, before anything starts.
+    """
+    sets = [f"{name}={_text(value)}" for name, value in (overrides or {}).items()]
+    parse_assignments(sets)
+    return [sys.executable, "-m", "services.inference", *(f"--set={item}" for item in sets)]
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Build the settings from the environment and `--set`, then serve; a configuration
+    mistake exits 1 with one message, no traceback."""
+    parser = argparse.ArgumentParser(
+        prog="python -m services.inference",
+        description="Serve a model; settings come from SLIPWAY_* environment variables.",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="Override one setting by its field name (repeatable).",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(Settings, **parse_assignments(args.sets))
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    serve(settings)

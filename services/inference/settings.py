@@ -6,10 +6,14 @@ One `Settings` object is built at start-up and passed down; nothing else in the 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from slipway.errors import ConfigError
 
 MIB = 1024 * 1024
 
@@ -28,12 +32,16 @@ class Settings(BaseSettings):
     model_name: str = Field(
         default="", description="Served name; default: the registered model name, else the card's."
     )
-    mlflow_tracking_uri: str = ""
+    mlflow_tracking_uri: str = Field(
+        default="", description="MLflow tracking URI for `models:/` sources."
+    )
     staging_source: str = Field(
         default="", description="Optional second model, served as `<model_name>-staging`."
     )
-    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
-    device: Literal["cpu", "cuda"] = "cpu"
+    backend: Literal["onnxruntime", "torch"] = Field(
+        default="onnxruntime", description="onnxruntime or torch."
+    )
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="cpu or cuda.")
     threads: int = Field(default=0, ge=0, description="Intra-op threads; 0 = library default.")
     intra_op_spinning: bool = Field(
         default=False,
@@ -41,25 +49,31 @@ class Settings(BaseSettings):
         "here: spinning burns the pod's CPU quota and competes with request handling on small "
         "or shared machines.",
     )
-    max_batch_size: int = Field(default=16, ge=1, le=1024)
-    max_batch_wait_ms: float = Field(default=5.0, ge=0)
-    max_queue: int = Field(default=256, ge=1)
+    max_batch_size: int = Field(default=16, ge=1, le=1024, description="Largest batch formed.")
+    max_batch_wait_ms: float = Field(
+        default=5.0, ge=0, description="Longest wait for a batch to fill, in ms."
+    )
+    max_queue: int = Field(default=256, ge=1, description="Queued images before requests get 503.")
     max_upload_bytes: int = Field(default=10 * MIB, ge=1)
     max_image_pixels: int = Field(default=25_000_000, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)
-    reload_interval_s: float = Field(default=30.0, ge=0, description="0 disables hot reload.")
-    prediction_log_path: str = ""
+    reload_interval_s: float = Field(
+        default=30.0, ge=0, description="Seconds between checks for a new model; 0: no hot reload."
+    )
+    prediction_log_path: str = Field(
+        default="", description="JSONL prediction log for the drift monitor; empty: none."
+    )
     prediction_log_max_bytes: int = Field(default=50 * MIB, ge=1024)
     prediction_log_backups: int = Field(default=5, ge=0)
     cors_origins: str = Field(default="", description="Comma-separated allowed origins.")
     auth_token: str = ""
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
     drain_seconds: float = Field(
         default=10.0, ge=0, description="After SIGTERM: seconds served while reporting not ready."
     )
     model_cache_dir: str = "/tmp/slipway-models"
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     fault_injection: bool = False
 
     @field_validator("log_level")
@@ -74,3 +88,22 @@ class Settings(BaseSettings):
     @property
     def is_registry_source(self) -> bool:
         return self.model_source.startswith("models:/")
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """`FIELD=VALUE` items (`--set`) -> overrides; each field's own type converts the text.
+
+    A name that is no field of `Settings` is one `ConfigError` naming it and the closest fields.
+    """
+    overrides: dict[str, str] = {}
+    for item in items:
+        raw, sep, value = item.partition("=")
+        name = raw.strip().lower().replace("-", "_")
+        if not sep or not name:
+            raise ConfigError(f"--set needs FIELD=VALUE, got {item!r}")
+        if name not in Settings.model_fields:
+            close = difflib.get_close_matches(name, list(Settings.model_fields), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"--set {item}: {name} is not a serving setting{hint}")
+        overrides[name] = value
+    return overrides

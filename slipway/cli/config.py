@@ -13,7 +13,7 @@ config_app = typer.Typer(help="Experiment configuration.", no_args_is_help=True)
 @config_app.command("show")
 def show_cmd(config: ConfigFile = None, sets: Sets = None) -> None:
     """Print the resolved experiment (defaults < file < --set) as YAML."""
-    typer.echo(to_yaml(resolve(config, sets)), nl=False)
+    typer.echo(to_yaml(resolve(locals())), nl=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -86,15 +86,7 @@ def train_cmd(
     Reads the experiment's `data` and `training` sections (and `cluster.gpus_per_node`: more
     than one trains with torchrun on this node).
     """
-    experiment = resolve(
-        config,
-        sets,
-        data=data,
-        arch=arch,
-        epochs=epochs,
-        image_size=image_size,
-        gpus_per_node=gpus_per_node,
-    )
+    experiment = resolve(locals())
     source = Path(experiment.data.source).expanduser()
     _require_dir(source, "dataset")
     from slipway.training.launch import run_training

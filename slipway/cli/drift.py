@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,23 +30,22 @@ MinOpt = Annotated[int | None, typer.Option(min=1, help="Records needed to judge
 def _settings(**overrides: Any) -> Any:
     """Settings from SLIPWAY_DRIFT_* env vars, with the options given on the command line."""
     from services.drift.settings import Settings
+    from services.environment import load_settings
 
-    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return load_settings(Settings, **given)
 
 
 def _evaluate_offline(reference: str | None, log: Path | None, **overrides: Any) -> Any:
-    from services.drift.monitor import DriftMonitor
-    from services.drift.reference import resolve_reference
+    """One cycle of the monitor's own loop (`DriftMonitor.run_once`) on the log as it is now."""
+    from services.drift.monitor import DriftMonitor, log_paths
 
     settings = _settings(reference=reference, prediction_log_path=log, **overrides)
     pattern = str(settings.prediction_log_path)
-    if not (glob.glob(pattern) if glob.has_magic(pattern) else Path(pattern).exists()):
+    if not any(Path(path).exists() for path in log_paths(pattern)):
         raise SlipwayError(f"prediction log not found: {pattern}")
-    monitor = DriftMonitor(
-        resolve_reference(settings.reference, settings.mlflow_tracking_uri), settings
-    )
-    monitor.poll()
-    return monitor, monitor.evaluate()
+    monitor = DriftMonitor.from_settings(settings)
+    return monitor, monitor.run_once()
 
 
 @drift_app.command("serve")
@@ -58,12 +56,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address (default 127.0.0.1).")] = None,
 ) -> None:
     """Run the drift monitor service (same as `python -m services.drift`)."""
-    import uvicorn
+    from services.drift import server
 
-    from services.drift.app import create_app
-
-    settings = _settings(reference=reference, prediction_log_path=log, port=port, host=host)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    server.serve(_settings(reference=reference, prediction_log_path=log, port=port, host=host))
 
 
 @drift_app.command("check")

@@ -14,7 +14,6 @@ import typer
 from pydantic import BaseModel
 
 from slipway.config.experiment import ExperimentConfig, load_experiment
-from slipway.errors import ConfigError
 
 # Option name -> the experiment key it sets.
 SHORTCUTS: dict[str, str] = {
@@ -67,17 +66,11 @@ def _format(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def resolve(
-    config: Path | None,
-    sets: list[str] | None,
-    extra: list[str] | None = None,
-    **shortcuts: Any,
-) -> ExperimentConfig:
-    """The experiment for one command: file, then `--set`, then extra overrides and shortcuts."""
-    overrides = list(sets or []) + list(extra or [])
-    for option, value in shortcuts.items():
-        if option not in SHORTCUTS:
-            raise ConfigError(f"no experiment key for option --{option.replace('_', '-')}")
-        if value is not None:
-            overrides.append(f"{SHORTCUTS[option]}={_format(value)}")
-    return load_experiment(config, overrides)
+def resolve(options: dict[str, Any]) -> ExperimentConfig:
+    """The experiment for one command, from its options (`locals()` of the command):
+    `config` (the file), then `sets` (`--set`), then every shortcut option that was given."""
+    overrides = list(options.get("sets") or [])
+    for option, key in SHORTCUTS.items():
+        if options.get(option) is not None:
+            overrides.append(f"{key}={_format(options[option])}")
+    return load_experiment(options.get("config"), overrides)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from slipway.procs import ServerProcess
 
 
 def loadtest_cmd(
@@ -29,15 +33,13 @@ def loadtest_cmd(
 ) -> None:
     """Closed-loop load: N concurrent clients send images for S seconds."""
     from slipway.errors import SlipwayError
-    from slipway.loadtest import measure_model, measure_service
+    from slipway.loadtest import measure_service
 
     if (url is None) == (model is None):
         raise SlipwayError("give exactly one of --url and --model")
-    if model is not None:
-        report = measure_model(
-            model, images, concurrency, duration, max_requests=max_requests, progress=True
-        )
-    else:
+    with contextlib.ExitStack() as stack:
+        if model is not None:
+            url = stack.enter_context(local_service(model)).url
         assert url is not None
         report = measure_service(
             url, images, concurrency, duration, max_requests=max_requests, progress=True
@@ -48,6 +50,24 @@ def loadtest_cmd(
     if slo_p95_ms is not None and not report.meets_slo(slo_p95_ms, max_error_rate):
         typer.echo(f"SLO missed: p95 <= {slo_p95_ms} ms, error rate <= {max_error_rate}", err=True)
         raise typer.Exit(1)
+
+
+def local_service(model: Path) -> contextlib.AbstractContextManager[ServerProcess]:
+    """The inference service on a model folder, on a free loopback port, until the exit."""
+    from services.inference.server import command
+    from slipway.procs import free_port, start_server
+
+    port = free_port()
+    argv = command(
+        {
+            "model_source": model.resolve(),
+            "host": "127.0.0.1",
+            "port": port,
+            "reload_interval_s": 0,
+            "drain_seconds": 0,
+        }
+    )
+    return start_server(argv, f"http://127.0.0.1:{port}")
 
 
 def register(app: typer.Typer) -> None:

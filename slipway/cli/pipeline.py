@@ -48,7 +48,7 @@ def compile_cmd(
     """Compile the pipeline to KFP IR YAML for upload to a cluster (cluster section applied)."""
     from pipelines.run import compile_pipeline
 
-    experiment = resolve(config, sets, image=image)
+    experiment = resolve(locals())
     compile_pipeline(out, experiment.cluster)
     typer.echo(f"wrote {out} (image {experiment.cluster.image})")
 
@@ -92,17 +92,7 @@ def run_cmd(
 
     if not local:
         raise SlipwayError("only --local runs here; use `slipway pipeline submit --host URL`")
-    experiment = _local_experiment(
-        resolve(
-            config,
-            sets,
-            data=data,
-            model_name=model_name,
-            arch=arch,
-            epochs=epochs,
-            tracking_uri=tracking_uri,
-        )
-    )
+    experiment = _local_experiment(resolve(locals()))
     arguments = run_arguments(experiment, git_commit=git_revision(Path.cwd()))
     arguments["checkpoint_root"] = str((work / "checkpoints").resolve())
     log_file = None if verbose else work / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -192,16 +182,7 @@ def submit_cmd(
     from pipelines.training import run_arguments
     from slipway.registry.lineage import git_revision
 
-    experiment = resolve(
-        config,
-        sets,
-        data=data,
-        model_name=model_name,
-        arch=arch,
-        epochs=epochs,
-        tracking_uri=tracking_uri,
-        image=image,
-    )
+    experiment = resolve(locals())
     result = submit(
         host,
         run_arguments(experiment, git_commit=git_revision(Path.cwd())),

@@ -1,72 +1,82 @@
-"""`slipway serve`: run the inference service in the foreground (Ctrl-C stops it gracefully)."""
+"""`slipway serve`: run the inference service in the foreground (Ctrl-C stops it gracefully).
+
+Each option is one field of `services.inference.settings.Settings`: the parameter is named
+after the field and the help text is the field's description (read when help is shown, so
+`services` is imported only by the command). `ALIASES` keeps the few spellings that differ from
+a field's name; `--set FIELD=VALUE` reaches every other field. Precedence: defaults < `SLIPWAY_*`
+environment < `--set` < options.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
-from slipway.errors import SlipwayError
+# Settings field -> the option spelling kept for it (the Makefile's and README's commands).
+ALIASES: dict[str, str] = {
+    "model_source": "--model",
+    "mlflow_tracking_uri": "--tracking-uri",
+    "prediction_log_path": "--prediction-log",
+}
+
+
+def _option(field: str) -> Any:
+    """The option of one Settings field: `--field-name`, plus its alias if it has one."""
+    spellings = [ALIASES[field]] if field in ALIASES else []
+    return typer.Option(*spellings, "--" + field.replace("_", "-"))
+
+
+class SettingsCommand(TyperCommand):
+    """A command whose options' help texts are the descriptions of the Settings fields."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        from services.inference.settings import Settings
+
+        for param in self.params:
+            field = Settings.model_fields.get(param.name or "")
+            if isinstance(param, TyperOption) and field is not None and field.description:
+                param.help = field.description
+        super().format_help(ctx, formatter)
 
 
 def serve_cmd(
-    model: Annotated[
-        str | None,
-        typer.Option(help="Model folder or models:/<name>@<alias> (env SLIPWAY_MODEL_SOURCE)."),
+    model_source: Annotated[str | None, _option("model_source")] = None,
+    model_name: Annotated[str | None, _option("model_name")] = None,
+    staging_source: Annotated[str | None, _option("staging_source")] = None,
+    mlflow_tracking_uri: Annotated[str | None, _option("mlflow_tracking_uri")] = None,
+    host: Annotated[str | None, _option("host")] = None,
+    port: Annotated[int | None, _option("port")] = None,
+    backend: Annotated[str | None, _option("backend")] = None,
+    device: Annotated[str | None, _option("device")] = None,
+    threads: Annotated[int | None, _option("threads")] = None,
+    max_batch_size: Annotated[int | None, _option("max_batch_size")] = None,
+    max_batch_wait_ms: Annotated[float | None, _option("max_batch_wait_ms")] = None,
+    max_queue: Annotated[int | None, _option("max_queue")] = None,
+    reload_interval_s: Annotated[float | None, _option("reload_interval_s")] = None,
+    prediction_log_path: Annotated[str | None, _option("prediction_log_path")] = None,
+    log_level: Annotated[str | None, _option("log_level")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="FIELD=VALUE", help="Any other setting by its field (repeatable)."
+        ),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Served model name.")] = None,
-    staging: Annotated[
-        str | None, typer.Option(help="Second model served as <name>-staging.")
-    ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
-    backend: Annotated[str | None, typer.Option(help="onnxruntime or torch.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Intra-op threads (0: default).")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="Largest batch.")] = None,
-    max_batch_wait_ms: Annotated[float | None, typer.Option(help="Longest batch wait.")] = None,
-    max_queue: Annotated[int | None, typer.Option(help="Queued images before 503.")] = None,
-    reload_interval: Annotated[
-        float | None, typer.Option(help="Seconds between source checks (0: off).")
-    ] = None,
-    prediction_log: Annotated[Path | None, typer.Option(help="JSONL prediction log.")] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING.")] = None,
 ) -> None:
     """Serve a model over HTTP: /v1/predict, Open Inference Protocol v2, /metrics, web page.
 
-    Options override the SLIPWAY_* environment variables, which configure everything else.
+    Options and --set override the SLIPWAY_* environment variables (docs/configuration.md).
     """
+    # The parameters so far, each named after the Settings field it sets.
+    options = {name: value for name, value in locals().items() if name != "sets"}
+    from services.environment import load_settings
     from services.inference.server import serve
-    from services.inference.settings import Settings
+    from services.inference.settings import Settings, parse_assignments
 
-    given: dict[str, Any] = {
-        "model_source": model,
-        "model_name": name,
-        "staging_source": staging,
-        "mlflow_tracking_uri": tracking_uri,
-        "host": host,
-        "port": port,
-        "backend": backend,
-        "device": device,
-        "threads": threads,
-        "max_batch_size": max_batch_size,
-        "max_batch_wait_ms": max_batch_wait_ms,
-        "max_queue": max_queue,
-        "reload_interval_s": reload_interval,
-        "prediction_log_path": str(prediction_log) if prediction_log else None,
-        "log_level": log_level,
-    }
-    from pydantic import ValidationError
-
-    try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise SlipwayError(f"invalid serving settings: {problems}") from exc
+    overrides = parse_assignments(sets or [])
+    overrides.update((name, value) for name, value in options.items() if value is not None)
+    settings = load_settings(Settings, **overrides)
     url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"web page:  {url}/")
     typer.echo(f"API docs:  {url}/docs")
@@ -75,4 +85,4 @@ def serve_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve_cmd)
+    app.command("serve", cls=SettingsCommand)(serve_cmd)

@@ -20,7 +20,7 @@ def test_helm_test_script_passes_against_the_service(trained_model: Path, tmp_pa
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     port = free_port()
-    env["BASE_URL"] = f"http://127.0.0.1:{port}"
+    env["BASE_URL"] = base_url = f"http://127.0.0.1:{port}"
     script = container["command"][-1].replace("/tmp/", f"{tmp_path}/")
     service_env = {
         "SLIPWAY_MODEL_SOURCE": str(trained_model),
@@ -32,12 +32,13 @@ def test_helm_test_script_passes_against_the_service(trained_model: Path, tmp_pa
         "SLIPWAY_THREADS": "1",
     }
     # The script itself waits for /readyz (curl --retry), as it does in the cluster.
-    with python_module("inference", "services.inference", tmp_path, service_env) as service:
+    inference = python_module("inference", "services.inference", tmp_path, service_env, base_url)
+    with inference as service:
         result = subprocess.run(
             [container["command"][0], "-ec", script],
             env={**os.environ, **env, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
             capture_output=True, text=True, timeout=180,
         )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr + service.log_tail(2000)
+        assert result.returncode == 0, result.stdout + result.stderr + service.output(2000)
     assert '"model":"demo"' in result.stdout.replace(" ", "")
     assert (tmp_path / "probe.png").read_bytes().startswith(b"\x89PNG")

@@ -1,12 +1,9 @@
-"""Real processes for live tests: start on a free loopback port, wait until they answer, stop."""
+"""Real processes for live tests (`slipway.procs`), a webhook receiver, and polling."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,9 +14,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from slipway.loadtest import free_port
+from slipway.procs import ServerProcess, free_port
 
-__all__ = ["Process", "Webhook", "free_port", "python_module", "running", "wait_for"]
+__all__ = ["ServerProcess", "Webhook", "free_port", "python_module", "running", "wait_for"]
 
 T = TypeVar("T")
 
@@ -39,61 +36,12 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{last_error}")
 
 
-class Process:
-    """One child process with its output in a file; stopped by `stop()` or the context exit."""
-
-    def __init__(self, name: str, command: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.name, self.command, self.log_path = name, command, log_path
-        self.env = {**os.environ, **env}
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Process:
-        handle = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            self.command, env=self.env, stdout=handle, stderr=subprocess.STDOUT
-        )
-        handle.close()
-        return self
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
-
-    def wait_http(self, url: str, timeout: float = 60.0) -> None:
-        """Wait until `url` answers 200, failing early with the log if the process died."""
-
-        def check() -> bool:
-            assert self.popen is not None
-            if self.popen.poll() is not None:
-                raise AssertionError(
-                    f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}"
-                )
-            return httpx.get(url, timeout=2, trust_env=False).status_code == 200
-
-        try:
-            wait_for(f"{self.name} at {url}", check, timeout)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- {self.name} log ---\n{self.log_tail()}") from None
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        if self.popen is None or self.popen.poll() is not None:
-            return None if self.popen is None else self.popen.returncode
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            return self.popen.wait(timeout)
-
-    def __enter__(self) -> Process:
-        return self.start() if self.popen is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def python_module(name: str, module: str, log_dir: Path, env: dict[str, str]) -> Process:
-    """`python -m <module>` from the project's interpreter."""
-    return Process(name, [sys.executable, "-m", module], log_dir / f"{name}.log", env)
+def python_module(
+    name: str, module: str, log_dir: Path, env: dict[str, str], url: str
+) -> ServerProcess:
+    """`python -m <module>` from the project's interpreter, serving at `url`; not started yet."""
+    argv = [sys.executable, "-m", module]
+    return ServerProcess(argv, url, env=env, log=log_dir / f"{name}.log", name=name)
 
 
 class Webhook:
@@ -134,13 +82,9 @@ class Webhook:
 
 
 @contextlib.contextmanager
-def running(*processes: Process) -> Iterator[None]:
+def running(*processes: ServerProcess) -> Iterator[None]:
     """Start in order, stop in reverse order, whatever happens in between."""
-    started: list[Process] = []
-    try:
+    with contextlib.ExitStack() as stack:
         for process in processes:
-            started.append(process.start())
+            stack.enter_context(process)
         yield
-    finally:
-        for process in reversed(started):
-            process.stop()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.e2e.processes import Process, Webhook, free_port, python_module, running, wait_for
+from tests.e2e.processes import ServerProcess, Webhook, free_port, python_module, running, wait_for
 from tests.helpers import require_tool
 
 MODEL_NAME = "tiny"
@@ -38,7 +38,7 @@ class Stack:
     webhook: Webhook
     work: Path
     prediction_logs: Path
-    processes: dict[str, Process] = field(default_factory=dict)
+    processes: dict[str, ServerProcess] = field(default_factory=dict)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Instant query against the live Prometheus; raises on a PromQL error."""
@@ -58,7 +58,7 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {name} ---\n{process.log_tail(1500)}" for name, process in self.processes.items()
+            f"--- {name} ---\n{process.output(1500)}" for name, process in self.processes.items()
         )
 
 
@@ -96,9 +96,13 @@ def alertmanager_config(webhook_url: str) -> dict[str, Any]:
     }
 
 
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
 def service_processes(
     model_dir: Path, work: Path, ports: Mapping[str, int], service_env: Mapping[str, str]
-) -> tuple[Process, Process]:
+) -> tuple[ServerProcess, ServerProcess]:
     """The inference service and the drift monitor, sharing the log folder as the chart's pods
     share the claim."""
     log_dir = work / "predictions"
@@ -118,6 +122,7 @@ def service_processes(
             "SLIPWAY_THREADS": "1",
             **service_env,
         },
+        _url(ports["inference"]),
     )
     drift = python_module(
         "drift",
@@ -132,18 +137,18 @@ def service_processes(
             "SLIPWAY_DRIFT_STATE_PATH": str(log_dir / "drift-state.json"),
             "SLIPWAY_DRIFT_PORT": str(ports["drift"]),
         },
+        _url(ports["drift"]),
     )
     return inference, drift
 
 
 def monitoring_processes(
     work: Path, ports: Mapping[str, int], rules: Path, webhook_url: str
-) -> tuple[Process, Process]:
+) -> tuple[ServerProcess, ServerProcess]:
     """Alertmanager (notifying the webhook) and Prometheus (scraping both services)."""
     (work / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(ports, rules)))
     (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager_config(webhook_url)))
-    alertmanager = Process(
-        "alertmanager",
+    alertmanager = ServerProcess(
         [
             require_tool("prometheus-alertmanager"),
             f"--config.file={work / 'alertmanager.yml'}",
@@ -152,11 +157,11 @@ def monitoring_processes(
             "--cluster.listen-address=",
             "--log.level=warn",
         ],
-        work / "alertmanager.log",
-        {},
+        _url(ports["alertmanager"]),
+        log=work / "alertmanager.log",
+        name="alertmanager",
     )
-    prometheus = Process(
-        "prometheus",
+    prometheus = ServerProcess(
         [
             require_tool("prometheus"),
             f"--config.file={work / 'prometheus.yml'}",
@@ -165,8 +170,9 @@ def monitoring_processes(
             "--rules.alert.resend-delay=1s",
             "--log.level=warn",
         ],
-        work / "prometheus.log",
-        {},
+        _url(ports["prometheus"]),
+        log=work / "prometheus.log",
+        name="prometheus",
     )
     return alertmanager, prometheus
 
@@ -188,7 +194,7 @@ def monitoring_stack(
     inference, drift = service_processes(model_dir, work, ports, service_env)
     with Webhook() as webhook:
         alertmanager, prometheus = monitoring_processes(work, ports, rules, webhook.url)
-        url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        url = {name: _url(port) for name, port in ports.items()}
         stack = Stack(
             **url,
             webhook=webhook,
@@ -202,11 +208,11 @@ def monitoring_stack(
             },
         )
         with running(inference, drift, alertmanager):
-            inference.wait_http(stack.inference + "/readyz", timeout=120)
-            drift.wait_http(stack.drift + "/readyz", timeout=60)
-            alertmanager.wait_http(stack.alertmanager + "/-/ready", timeout=60)
+            inference.wait_ready(timeout=120)
+            drift.wait_ready(timeout=60)
+            alertmanager.wait_ready("/-/ready", timeout=60)
             with running(prometheus):
-                prometheus.wait_http(stack.prometheus + "/-/ready", timeout=60)
+                prometheus.wait_ready("/-/ready", timeout=60)
                 wait_for(
                     "Prometheus to scrape both targets",
                     lambda: len(stack.query('up{job=~"inference|drift"} == 1')) == 2,

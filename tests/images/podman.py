@@ -21,9 +21,9 @@ BUILD_CA_PATH = "/etc/ssl/certs/build-ca.crt"
 
 
 def unavailable(message: str) -> None:
-    """Skip locally, fail in CI (SLIPWAY_REQUIRE_TOOLS=1): a test that cannot run says why."""
+    """Skip locally, fail in CI (SLIPWAY_TEST_REQUIRE_TOOLS=1): a test that cannot run says why."""
     if tools_required():
-        pytest.fail(message + " (SLIPWAY_REQUIRE_TOOLS=1)")
+        pytest.fail(message + " (SLIPWAY_TEST_REQUIRE_TOOLS=1)")
     pytest.skip(message)
 
 

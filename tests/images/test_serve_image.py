@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.images.podman import UID, build, image_config, podman
+from slipway.procs import free_port, start_server
+from tests.images.podman import CONTAINERS_CONF, UID, build, image_config, podman
 
 pytestmark = [pytest.mark.images, pytest.mark.slow]
 
@@ -44,65 +43,33 @@ def model_dir(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return target
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def container(serve_image: str, model_dir: Path) -> Iterator[tuple[str, str]]:
-    """The running service as (container name, base URL); its log is shown if it dies."""
+    """The running service as (container name, base URL); its output is shown if it dies.
+
+    `podman run` stays attached, so the container's output is the process's output, and the
+    SIGTERM that stops the process reaches the service as the kubelet's would.
+    """
     name = f"slipway-serve-test-{os.getpid()}"
-    port = _free_port()
+    port = free_port()
     podman("rm", "--force", "--ignore", name)
-    podman(
-        "run",
-        "--detach",
-        "--name",
-        name,
-        "--read-only",
-        "--tmpfs",
-        "/tmp:rw,size=256m,mode=1777",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        f"{UID}:{UID}",
-        "--volume",
-        f"{model_dir}:{MODEL_MOUNT}:ro",
-        "--env",
-        f"SLIPWAY_MODEL_SOURCE={MODEL_MOUNT}",
-        "--publish",
-        f"127.0.0.1:{port}:8080",
+    argv = [
+        "podman", "run", "--rm", "--name", name,
+        "--read-only", "--tmpfs", "/tmp:rw,size=256m,mode=1777",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--user", f"{UID}:{UID}",
+        "--volume", f"{model_dir}:{MODEL_MOUNT}:ro",
+        "--env", f"SLIPWAY_MODEL_SOURCE={MODEL_MOUNT}",
+        "--publish", f"127.0.0.1:{port}:8080",
         serve_image,
-    )
-    url = f"http://127.0.0.1:{port}"
+    ]  # fmt: skip
+    env = {"CONTAINERS_CONF": str(CONTAINERS_CONF)}
     try:
-        _wait_ready(name, url)
-        yield name, url
+        url = f"http://127.0.0.1:{port}"
+        with start_server(argv, url, env, timeout=READY_WAIT_S) as server:
+            yield name, server.url
     finally:
-        podman("rm", "--force", name, check=False)
-
-
-def _wait_ready(name: str, url: str) -> None:
-    deadline = time.monotonic() + READY_WAIT_S
-    last = "no answer"
-    while time.monotonic() < deadline:
-        state = podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
-        if state != "true":
-            pytest.fail(f"container exited before ready:\n{podman('logs', name).stderr[-4000:]}")
-        try:
-            answer = httpx.get(f"{url}/readyz", timeout=5)
-            if answer.status_code == 200:
-                return
-            last = f"{answer.status_code} {answer.text[:200]}"
-        except httpx.TransportError as exc:
-            last = repr(exc)
-        time.sleep(1)
-    logs = podman("logs", name, check=False)
-    pytest.fail(f"/readyz not 200 after {READY_WAIT_S} s ({last}):\n{logs.stderr[-4000:]}")
+        podman("rm", "--force", "--ignore", name, check=False)
 
 
 def _sample_png(demo_data: Path) -> tuple[Path, str]:

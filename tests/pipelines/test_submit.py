@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from typing import ClassVar
 import pytest
 
 from pipelines.run import SubmitError, to_kfp_cron
+from slipway.procs import free_port
 
 
 def _slipway(*args: str) -> subprocess.CompletedProcess[str]:
@@ -60,7 +60,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def test_unreachable_host() -> None:
     line = _one_line_error(
-        _slipway("pipeline", "submit", "--host", f"http://127.0.0.1:{_free_port()}")
+        _slipway("pipeline", "submit", "--host", f"http://127.0.0.1:{free_port()}")
     )
     assert "cannot reach the KFP API" in line
 
@@ -105,13 +105,6 @@ def test_cron_gets_a_seconds_field() -> None:
     assert to_kfp_cron("30 0 3 * * 1") == "30 0 3 * * 1"
     with pytest.raises(SubmitError):
         to_kfp_cron("* *")
-
-
-def _free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_local_run_input_mistakes_are_one_line(tmp_path) -> None:

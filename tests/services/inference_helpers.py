@@ -1,21 +1,18 @@
-"""Helpers for inference-service tests: ready apps, uvicorn subprocesses, an MLflow registry."""
+"""Helpers for inference-service tests: ready apps, service processes, an MLflow registry."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi.testclient import TestClient
 
 from services.inference import Settings, create_app
+from services.inference.server import command
+from slipway.procs import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,55 +45,16 @@ def ready_client(settings: Settings, all_models: bool = True) -> Iterator[TestCl
         yield client
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """`python -m services.inference` (or another command) on a free loopback port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "SLIPWAY_DRAIN_SECONDS": "0", **env}
-        full_env.update(SLIPWAY_HOST="127.0.0.1", SLIPWAY_PORT=str(self.port))
-        full_env["PYTHONPATH"] = str(ROOT)
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            command or [sys.executable, "-m", "services.inference"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited early:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+def inference_server(
+    env: dict[str, str], log_path: Path, argv: list[str] | None = None
+) -> ServerProcess:
+    """`python -m services.inference` (or `argv`, another way to start it) on a free loopback
+    port, with `env` over this process's environment; not started yet."""
+    port = free_port()
+    full_env = {"SLIPWAY_DRAIN_SECONDS": "0", **env}
+    full_env.update(SLIPWAY_HOST="127.0.0.1", SLIPWAY_PORT=str(port))
+    url = f"http://127.0.0.1:{port}"
+    return ServerProcess(argv or command(), url, env=full_env, log=log_path, cwd=ROOT)
 
 
 def register_version(

@@ -224,8 +224,8 @@ def test_service_process_serves_gauges_summary_and_report_and_resumes(
         "SLIPWAY_DRIFT_STATE_PATH": str(tmp_path / "state.json"),
         "SLIPWAY_DRIFT_PORT": str(port),
     }
-    with python_module("drift", "services.drift", tmp_path, env) as process:
-        process.wait_http(url + "/readyz")
+    with python_module("drift", "services.drift", tmp_path, env, url) as process:
+        process.wait_ready()
         metrics = httpx.get(url + "/metrics").text
         for feature in FEATURES:
             assert math.isnan(_metric(metrics, "slipway_drift_score", feature))
@@ -262,8 +262,8 @@ def test_service_process_serves_gauges_summary_and_report_and_resumes(
         assert (tmp_path / "live.html").read_text().count("<svg") == 4
 
     _append(log, shifted[400:450])
-    with python_module("drift-restarted", "services.drift", tmp_path, env) as process:
-        process.wait_http(url + "/readyz")
+    with python_module("drift-restarted", "services.drift", tmp_path, env, url) as process:
+        process.wait_ready()
         summary = wait_for(
             "the restarted monitor to read the 50 new records",
             lambda: (s := httpx.get(url + "/v1/drift").json())["records_read"] == 1050 and s,
@@ -280,8 +280,8 @@ def test_missing_reference_keeps_it_alive_but_not_ready(tmp_path: Path) -> None:
         "SLIPWAY_DRIFT_PORT": str(port),
         "SLIPWAY_DRIFT_INTERVAL_S": "0.2",
     }
-    with python_module("drift-noref", "services.drift", tmp_path, env) as process:
-        process.wait_http(url + "/healthz")
+    with python_module("drift-noref", "services.drift", tmp_path, env, url) as process:
+        process.wait_ready("/healthz")
         ready = wait_for(
             "a 503 naming the missing reference",
             lambda: (

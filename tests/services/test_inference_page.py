@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from slipway.procs import ServerProcess
 from tests.helpers import require_tool
-from tests.services.inference_helpers import ServerProcess
+from tests.services.inference_helpers import inference_server
 
 
 def _chromium() -> tuple[str, str]:
@@ -24,12 +25,9 @@ def _chromium() -> tuple[str, str]:
 @pytest.fixture
 def server(trained_model: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     env = {"SLIPWAY_MODEL_SOURCE": str(trained_model), "SLIPWAY_RELOAD_INTERVAL_S": "0"}
-    proc = ServerProcess(env, tmp_path / "server.log")
-    try:
+    with inference_server(env, tmp_path / "server.log") as proc:
         proc.wait_ready()
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

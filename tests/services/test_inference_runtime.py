@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from slipway.procs import ServerProcess
 from tests.services.inference_helpers import (
-    ServerProcess,
+    inference_server,
     metric_value,
     ready_client,
     settings_for,
@@ -43,12 +44,9 @@ def server(trained_model: Path, tmp_path: Path) -> Iterator[ServerProcess]:
         "SLIPWAY_DRAIN_SECONDS": "1.5",
         "SLIPWAY_PREDICTION_LOG_PATH": str(tmp_path / "predictions.jsonl"),
     }
-    proc = ServerProcess(env, tmp_path / "server.log")
-    try:
+    with inference_server(env, tmp_path / "server.log") as proc:
         proc.wait_ready()
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.mark.slow
@@ -107,7 +105,7 @@ def test_sigterm_loses_no_accepted_request_and_flushes_the_log(
     assert [r.status_code for r in responses] == [200] * 5
     server.proc.wait(30)
     assert server.proc.returncode in (0, -signal.SIGTERM)
-    log = server.log()
+    log = server.output()
     assert "every accepted request answered" in log
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 5
@@ -147,19 +145,17 @@ def test_fault_injection_error_mode_and_expiry(trained_model: Path, png_bytes: b
 
 def test_slipway_serve_cli_starts_the_service(trained_model: Path, tmp_path: Path) -> None:
     slipway = Path(sys.executable).parent / "slipway"
-    proc = ServerProcess(
-        {"SLIPWAY_RELOAD_INTERVAL_S": "0", "SLIPWAY_DRAIN_SECONDS": "0"},
+    proc = inference_server(
+        {"SLIPWAY_RELOAD_INTERVAL_S": "0"},
         tmp_path / "cli.log",
-        command=[str(slipway), "serve", "--model", str(trained_model), "--name", "clothes"],
+        argv=[str(slipway), "serve", "--model", str(trained_model), "--model-name", "clothes"],
     )
-    try:
+    with proc:
         # The CLI's --port is not given: SLIPWAY_PORT from the environment applies.
         proc.wait_ready()
         assert httpx.get(proc.url + "/v1/models").json()["default"] == "clothes"
-        assert "curl -s -F files=@" in proc.log()
-    finally:
-        proc.stop()
-    assert proc.proc.returncode in (0, -signal.SIGTERM)
+        assert "curl -s -F files=@" in proc.output()
+    assert proc.returncode in (0, -signal.SIGTERM)
 
 
 def test_slipway_serve_rejects_bad_settings_with_a_message() -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -16,12 +17,12 @@ from slipway.errors import SlipwayError
 from slipway.loadtest import (
     LoadReport,
     endpoint,
-    free_port,
     load_images,
-    measure_model,
     measure_service,
     run_load,
+    run_open_loop,
 )
+from slipway.procs import free_port
 from tests.helpers import run_cli
 
 
@@ -51,16 +52,50 @@ class Scripted(BaseHTTPRequestHandler):
         return
 
 
-@pytest.fixture
-def scripted() -> Iterator[str]:
-    Scripted.count = 0
-    Scripted.bodies_without_file = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+class KeptAlive(BaseHTTPRequestHandler):
+    """HTTP/1.1 answers: chunked on /chunked, to the end of the connection on /close."""
+
+    protocol_version = "HTTP/1.1"
+    peers: ClassVar[set[int]] = set()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        KeptAlive.peers.add(self.client_address[1])
+        self.send_response(200)
+        if self.path.startswith("/chunked"):
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"3;x=y\r\n{}\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        else:
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[str]:
+    Scripted.count = 0
+    Scripted.bodies_without_file = 0
+    yield from _serve(Scripted)
+
+
+@pytest.fixture
+def kept_alive() -> Iterator[str]:
+    KeptAlive.peers = set()
+    yield from _serve(KeptAlive)
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +116,35 @@ def test_counts_errors_by_status_and_latency_of_successes(scripted: str, images:
     assert not report.meets_slo(p95_ms=10_000)  # the error rate alone misses the objective
 
 
+def test_open_loop_keeps_its_rate_whatever_the_answers(scripted: str, images: list) -> None:
+    payloads = load_images(images)
+    report = asyncio.run(run_open_loop(scripted + "/v1/predict", payloads, 100.0, 0.7))
+    assert Scripted.count == report.requests and 69 <= report.requests <= 71
+    assert Scripted.bodies_without_file == 0
+    assert report.errors["503"] == report.requests // 5 and set(report.errors) == {"503", "400"}
+    assert report.concurrency >= 1 and report.max_ms >= report.p50_ms >= 5.0
+
+
+def test_keeps_one_connection_per_client_and_reads_chunked_answers(
+    kept_alive: str, images: list
+) -> None:
+    url = kept_alive + "/chunked/v1/predict"
+    report = asyncio.run(run_load(url, load_images(images), 2, 60.0, max_requests=20))
+    assert (report.requests, report.ok) == (20, 20), report.errors
+    assert len(KeptAlive.peers) == 2
+
+
+def test_reconnects_when_the_server_closes_the_connection(kept_alive: str, images: list) -> None:
+    report = asyncio.run(run_load(kept_alive + "/close", load_images(images), 2, 60.0, 20))
+    assert (report.requests, report.ok) == (20, 20), report.errors
+    assert len(KeptAlive.peers) == 20
+
+
 def test_unreachable_service_counts_transport_errors(images: list) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1/predict"
     report = asyncio.run(run_load(url, load_images(images), 2, 60.0, max_requests=6))
     assert report.ok == 0
-    assert report.errors == {"ConnectError": 6}
+    assert report.errors == {"ConnectionRefusedError": 6}
     assert not report.meets_slo(p95_ms=10_000)
     assert report.to_dict()["p95_ms"] is None  # valid JSON without a single success
 
@@ -123,12 +182,17 @@ def test_cli_prints_the_report_and_gates_on_the_slo(
 
 
 @pytest.mark.slow
-def test_measure_model_serves_a_real_model_and_stops_it(
-    trained_model: Path, demo_data: Path
+def test_cli_serves_a_real_model_and_stops_it(
+    trained_model: Path, demo_data: Path, tmp_path: Path
 ) -> None:
     # The request count ends the run; the duration only bounds it on a very slow machine.
-    report = measure_model(trained_model, demo_data, concurrency=2, duration_s=120, max_requests=40)
-    assert report.requests == 40 and report.ok == 40, report.summary()
-    assert report.meets_slo(p95_ms=60_000)
-    after = measure_service(report.url, demo_data, 1, 5, max_requests=1, warmup_requests=0)
-    assert after.errors == {"ConnectError": 1}, "the service must be stopped afterwards"
+    out = tmp_path / "load.json"
+    args = ["--concurrency", "2", "--duration", "120", "--max-requests", "40", "--json", str(out)]
+    result = run_cli(
+        "loadtest", "--model", str(trained_model), "--images", str(demo_data), *args, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["requests"] == 40 and report["ok"] == 40, report
+    after = measure_service(report["url"], demo_data, 1, 5, max_requests=1, warmup_requests=0)
+    assert after.errors == {"ConnectionRefusedError": 1}, "the service must be stopped afterwards"
