@@ -107,6 +107,8 @@ test-images: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) scripts/gen_docs.py --check
 
 ## format: ruff format, then ruff check --fix
 format: $(VENV)/.installed-dev
