@@ -103,7 +103,7 @@ images:
 test-images: $(VENV)/.installed-dev
 	$(PY) -m pytest -m images tests/images $(PYTEST_ARGS)
 
-## lint: ruff check and ruff format --check
+## lint: ruff check, ruff format --check, the import-layer contracts and the generated docs
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
