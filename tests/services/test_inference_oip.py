@@ -288,6 +288,11 @@ def test_grpc_bad_requests_are_invalid_argument_not_internal(
             stub.ModelInfer(message)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (case, caught.value)
         assert words in caught.value.details(), (case, caught.value.details())
+    huge = request(name="image", datatype="BYTES", shape=[1])  # over MAX_UPLOAD_BYTES (10 MiB)
+    huge.raw_input_contents.append(b"\0" * (11 * 1024 * 1024))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(huge)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(service_pb2.ModelInferRequest(model_name="nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in caught.value.details()
