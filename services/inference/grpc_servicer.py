@@ -15,7 +15,6 @@ request metrics under route `grpc`, and the HTTP errors mapped to status codes:
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 import grpc
 
 from services.inference.dataplane import DataPlane, InferRequest, RequestedOutput, Tensor
+from services.inference.deps import token_matches
 from services.inference.errors import (
     InferenceError,
     ModelNotFoundError,
@@ -206,7 +206,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         metadata = dict(context.invocation_metadata() or ())
         header = metadata.get("authorization", "")
         scheme, _, given = str(header).partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.auth_token):
+        if scheme.lower() != "bearer" or not token_matches(given, self.auth_token):
             raise UnauthorizedError(
                 "missing or wrong bearer token (metadata authorization: Bearer <token>)"
             )

@@ -106,6 +106,8 @@ def _parse_json(header: bytes | memoryview) -> InferenceRequest:
         document = json.loads(text)
     except ValueError as exc:
         raise BadInputError(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadInputError("request JSON is nested too deeply") from exc
     try:
         return InferenceRequest.model_validate(document)
     except ValidationError as exc:

@@ -117,7 +117,10 @@ def from_values(values: Any, datatype: str, shape: Sequence[int]) -> np.ndarray:
     """
     count = element_count(shape)
     if datatype == BYTES:
-        flat = list(_flatten(values))
+        try:
+            flat = list(_flatten(values))
+        except RecursionError as exc:
+            raise TensorError("data is nested too deeply") from exc
         if not all(isinstance(v, str) for v in flat) and not all(
             isinstance(v, bytes) for v in flat
         ):
@@ -130,7 +133,7 @@ def from_values(values: Any, datatype: str, shape: Sequence[int]) -> np.ndarray:
     dtype = _dtype(datatype)
     try:
         given = np.asarray(values)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise TensorError(f"data is not a regular (row-major, maybe nested) list: {exc}") from exc
     if given.dtype.kind not in "biuf":
         raise TensorError(f"{datatype} data must be numeric")

@@ -223,6 +223,8 @@ def test_auth_token_guards_the_api_but_not_probes(trained_model: Path, png_bytes
         assert ok.status_code == 200
         name = ok.json()["model"]
         assert c.post(f"/v2/models/{name}/infer", json={}).status_code == 401
+        foreign = {"Authorization": b"Bearer s3cr\xc3\xa9t"}  # not ASCII: still a 401, not a 500
+        assert c.post(f"/v2/models/{name}/infer", json={}, headers=foreign).status_code == 401
         for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"):
             assert c.get(path).status_code == 200, path
 

@@ -162,6 +162,7 @@ def test_v2_bad_binary_and_encoded_bodies(client: TestClient, trained_model: Pat
     cases = [
         (b'{"inputs": [\xff]}', json_type, 400, "not valid UTF-8"),
         ("{}".encode("utf-16"), json_type, 400, "not valid UTF-8"),
+        (b"[" * 100_000, json_type, 400, "nested too deeply"),
         (*_binary({"inputs": [fp32]}), 400, "has no data"),
         (*_binary({"inputs": [{**sized, "data": [0.0]}]}, b"\0" * size), 400, "both data"),
         (*_binary({"inputs": [sized]}, b"\0" * (size - 4)), 400, "more than"),

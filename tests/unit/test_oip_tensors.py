@@ -86,6 +86,12 @@ def test_values_may_be_nested_and_bytes_text_stays_text() -> None:
     assert from_values([[1, 2], [3, 4]], "UINT8", [4]).dtype == np.uint8
     assert from_values([["a"], ["b"]], "BYTES", [2, 1])[1, 0] == "b"
     assert from_values([b"\x89PNG"], "BYTES", [1])[0] == b"\x89PNG"
+    deep: object = "a"
+    for _ in range(5000):
+        deep = [deep]
+    for datatype in ("BYTES", "FP32"):
+        with pytest.raises(TensorError, match=r"nested too deeply|not a regular"):
+            from_values(deep, datatype, [1])
 
 
 def test_binary_body_and_its_chunks() -> None:
