@@ -9,16 +9,65 @@ before HTTP and, on shutdown, stops it first: no new calls, and every accepted c
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from services.inference.dataplane import DataPlane
 from services.inference.grpc_servicer import InferenceServicer
 from services.inference.metrics import Metrics
 from services.inference.settings import Settings
-from slipway.oip import grpc_predict_v2_pb2_grpc as pb_grpc
+from slipway.oip import grpc_predict_v2_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+Method = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class Undecodable:
+    """A request protobuf could not parse; the call ends with INVALID_ARGUMENT, not UNKNOWN."""
+
+    def __init__(self, kind: str, error: str) -> None:
+        self.message = f"request is not a valid {kind}: {error}"
+
+
+def _parser(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    def parse(data: bytes) -> Message | Undecodable:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(message.DESCRIPTOR.full_name, str(exc))
+
+    return parse
+
+
+def _checked(name: str, method: Method, servicer: InferenceServicer) -> Method:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            if name == "ModelInfer":
+                servicer.observe(servicer.default_model, grpc.StatusCode.INVALID_ARGUMENT, 0.0)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return await method(request, context)
+
+    return call
+
+
+def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """The service's methods, as the generated `add_..._to_server` registers them, except that
+    a message that does not parse is the client's error (INVALID_ARGUMENT)."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request = getattr(pb, method.input_type.name)
+        response = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _checked(method.name, getattr(servicer, method.name), servicer),
+            request_deserializer=_parser(request),
+            response_serializer=response.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
 
 
 def address(host: str, port: int) -> str:
@@ -46,7 +95,7 @@ class GrpcServer:
         ]
         server = grpc.aio.server(options=options)
         servicer = InferenceServicer(self.dataplane, self.metrics, s.auth_token)
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        server.add_generic_rpc_handlers((service_handler(servicer),))
         target = address(s.host, s.grpc_port)
         try:
             self.port = server.add_insecure_port(target)

@@ -177,9 +177,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             code = context.code() or Code.UNKNOWN
             raise
         finally:
-            self.metrics.requests.labels(model, GRPC_ROUTE, _CLASS.get(code, "4xx")).inc()
-            elapsed = time.perf_counter() - began
-            self.metrics.request_duration.labels(model, GRPC_ROUTE).observe(elapsed)
+            self.observe(model, code, time.perf_counter() - began)
+
+    def observe(self, model: str, code: Code, seconds: float) -> None:
+        """Count one ModelInfer call under route `grpc`, its status as an HTTP code class."""
+        self.metrics.requests.labels(model, GRPC_ROUTE, _CLASS.get(code, "4xx")).inc()
+        self.metrics.request_duration.labels(model, GRPC_ROUTE).observe(seconds)
 
     async def _guard(
         self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]

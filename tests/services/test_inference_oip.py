@@ -293,6 +293,13 @@ def test_grpc_bad_requests_are_invalid_argument_not_internal(
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(huge)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    channel = grpc.insecure_channel(grpc_target(server))
+    for method in ("ModelInfer", "ModelMetadata"):
+        raw = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(b"\x0a\x02\xff\xfe")  # field 1, a string, as invalid UTF-8
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+        assert f"not a valid inference.{method}Request" in caught.value.details()
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(service_pb2.ModelInferRequest(model_name="nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in caught.value.details()
