@@ -18,7 +18,7 @@ SERVE_PORT ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: help run demo-data test lint format venv clean tools base-image images test-images \
-	bench-serving
+	bench-serving grpc-stubs
 .DEFAULT_GOAL := help
 
 ## help: list the targets with what each does (the default goal)
@@ -109,6 +109,11 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) scripts/gen_docs.py --check
+
+## grpc-stubs: regenerate the Open Inference Protocol gRPC stubs from slipway/oip/*.proto
+## python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. slipway/oip/grpc_predict_v2.proto
+grpc-stubs: $(VENV)/.installed-dev
+	$(PY) scripts/gen_grpc.py
 
 ## format: ruff format, then ruff check --fix
 format: $(VENV)/.installed-dev

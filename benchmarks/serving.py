@@ -5,7 +5,11 @@ Same machine, same run, scenarios alternated A-B-A-B over `--rounds`, ResNet-18 
 
   raw           in-process onnxruntime at batch 1 and the best batch: the limit
   pool          the same forwards issued from a thread pool (what a `def` endpoint does)
-  service c=N   `python -m services.inference` (dynamic batching, one inference thread)
+  service c=N   `python -m services.inference` (dynamic batching, one inference thread),
+                multipart upload to /v1/predict
+  oip-binary c=N  the same service over the Open Inference Protocol: REST with the binary
+                tensor data extension (a BYTES `image` input, outputs in binary)
+  grpc c=N      the same service over OIP gRPC (ModelInfer, raw_input_contents)
   naive c=N     FastAPI, one torch forward per request in a `def` endpoint
   overload      open-loop arrivals at `--overload` x the service's measured capacity
 
@@ -198,17 +202,26 @@ def naive_app(model_dir: Path, threads: int) -> Any:
 # Load generator (runs in its own process) --------------------------------------------------
 
 
-def loadgen(mode: str, url: str, image: bytes, level: float, seconds: float) -> dict:
+def loadgen(
+    mode: str,
+    url: str,
+    image: bytes,
+    level: float,
+    seconds: float,
+    kind: str = "multipart",
+    model: str = "",
+) -> dict:
     """`slipway.loadtest` (what `slipway loadtest` runs): a closed loop of `level` clients, or
-    open-loop arrivals at `level` req/s (how overload really looks)."""
-    from slipway.loadtest import run_load, run_open_loop
+    open-loop arrivals at `level` req/s (how overload really looks), of one request kind."""
+    from slipway.loadtest import endpoint, run_load, run_open_loop
 
-    url += "/v1/predict"
+    url = endpoint(url, kind, model)  # type: ignore[arg-type]
     payloads = [("a.jpg", image, "image/jpeg")]
+    options: dict[str, Any] = {"top_k": None, "timeout_s": 60, "kind": kind, "model": model}
     if mode == "closed":
-        coro = run_load(url, payloads, int(level), seconds, top_k=None, timeout_s=60)
+        coro = run_load(url, payloads, int(level), seconds, **options)
     else:
-        coro = run_open_loop(url, payloads, level, seconds, top_k=None, timeout_s=60)
+        coro = run_open_loop(url, payloads, level, seconds, **options)
     report = asyncio.run(coro)
     codes = {200: report.ok} if report.ok else {}
     for key, count in report.errors.items():  # a status code, or a transport error's name
@@ -222,11 +235,20 @@ def loadgen(mode: str, url: str, image: bytes, level: float, seconds: float) -> 
     return out
 
 
-def run_loadgen(url: str, image_path: Path, mode: str, level: float, seconds: float) -> dict:
+def run_loadgen(
+    url: str,
+    image_path: Path,
+    mode: str,
+    level: float,
+    seconds: float,
+    kind: str = "multipart",
+    model: str = "",
+) -> dict:
     """Run the load generator in a separate process and return its JSON."""
     cmd = [
         sys.executable, __file__, "--loadgen", mode, "--url", url,
         "--image", str(image_path), "--level", str(level), "--seconds", str(seconds),
+        "--kind", kind, "--served-name", model,
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 180)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -241,21 +263,33 @@ def serve(kind: str, model_dir: Path, threads: int, log: Path, **settings: Any) 
     from slipway.procs import free_port, start_server
 
     port = free_port()
+    env = {"PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1"}
     if kind == "service":
+        grpc_port = free_port()
         argv = command(
             {
-                "model_source": model_dir, "port": port, "host": "127.0.0.1",
-                "threads": threads, "reload_interval_s": 0, "log_level": "WARNING",
-                "intra_op_spinning": SPINNING, **settings,
+                "model_source": model_dir, "port": port, "grpc_port": grpc_port,
+                "host": "127.0.0.1", "threads": threads, "reload_interval_s": 0,
+                "log_level": "WARNING", "intra_op_spinning": SPINNING, **settings,
             }
         )  # fmt: skip
+        env["SLIPWAY_GRPC_PORT"] = str(grpc_port)  # where `grpc_url` finds it
     else:
         argv = [
             sys.executable, __file__, "--naive-server", "--model", str(model_dir),
             "--port", str(port), "--threads", str(threads),
         ]  # fmt: skip
-    env = {"PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1"}
     return start_server(argv, f"http://127.0.0.1:{port}", env, timeout=180, log=log, cwd=ROOT)
+
+
+def grpc_url(server: Any) -> str:
+    return f"grpc://127.0.0.1:{server.env['SLIPWAY_GRPC_PORT']}"
+
+
+def served_name(url: str) -> str:
+    import httpx
+
+    return str(httpx.get(url + "/v1/models", timeout=10, trust_env=False).json()["default"])
 
 
 # Driver -------------------------------------------------------------------------------------
@@ -281,10 +315,19 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     levels = [int(c) for c in args.concurrency.split(",")]
     runs: dict[str, list[dict]] = {}
     with contextlib.ExitStack() as stack:
-        urls = {}
+        urls, servers = {}, {}
         for kind in ("service", "naive"):
             server = serve(kind, model_dir, args.threads, work / f"{kind}.log")
-            urls[kind] = stack.enter_context(server).url
+            servers[kind] = stack.enter_context(server)
+            urls[kind] = servers[kind].url
+        model = served_name(urls["service"])
+        # (scenario, URL, request kind): the service over each protocol, then the naive server.
+        clients = [
+            ("service", urls["service"], "multipart"),
+            ("oip-binary", urls["service"], "oip-binary"),
+            ("grpc", grpc_url(servers["service"]), "grpc"),
+            ("naive", urls["naive"], "multipart"),
+        ]
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds}", flush=True)
             scenarios: list[tuple[str, Any]] = [
@@ -299,11 +342,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                  lambda: pooled_forwards(model_dir, args.threads, 1, args.seconds, "torch")),
             ]  # fmt: skip
             for level in levels:
-                for kind in ("service", "naive"):
+                for label, url, request in clients:
                     scenarios.append(
-                        (f"{kind} c={level}",
-                         lambda u=urls[kind], c=level:
-                             run_loadgen(u, image_path, "closed", c, args.seconds))
+                        (f"{label} c={level}",
+                         lambda u=url, c=level, k=request:
+                             run_loadgen(u, image_path, "closed", c, args.seconds, k, model))
                     )  # fmt: skip
             for name, run in scenarios:
                 result = run()
@@ -354,6 +397,13 @@ def report(data: dict[str, Any]) -> str:
         f"  service c={top} >= 1.5 x naive: {service['req_s'] / max(naive['req_s'], 1e-9):.2f}"
         f"  {'PASS' if service['req_s'] >= 1.5 * naive['req_s'] else 'MISS'}"
     )
+    for label in ("oip-binary", "grpc"):
+        row = results.get(f"{label} c={top}")
+        if row:
+            lines.append(
+                f"  {label} c={top}: {row['req_s'] / limit:.2f} x raw, "
+                f"{row['req_s'] / max(service['req_s'], 1e-9):.2f} x multipart"
+            )
     if c1:
         gap = c1["p50_ms"] - limit_b1["p50_ms"]
         lines.append(f"  service c=1 p50 - raw b=1 p50 <= 5 ms: {gap:.1f} ms"
@@ -390,13 +440,18 @@ def main() -> None:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--level", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="multipart", help=argparse.SUPPRESS)
+    parser.add_argument("--served-name", default="", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global SPINNING
     SPINNING = args.spin
     if args.loadgen:
         image = args.image.read_bytes()
-        print(json.dumps(loadgen(args.loadgen, args.url, image, args.level, args.seconds)))
+        result = loadgen(
+            args.loadgen, args.url, image, args.level, args.seconds, args.kind, args.served_name
+        )
+        print(json.dumps(result))
         return
     if args.naive_server:
         import uvicorn

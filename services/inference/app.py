@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from services.inference import routes_ops, routes_v1, routes_v2
+from services.inference.dataplane import DataPlane, server_version
 from services.inference.errors import install_handlers
 from services.inference.metrics import Metrics
 from services.inference.middleware import BodyLimitMiddleware, ObservabilityMiddleware
@@ -27,8 +29,9 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Image classification with dynamic batching.
 
 * `POST /v1/predict`: multipart upload (`files`, one or many), returns the top-k classes.
-* Open Inference Protocol v2 (KServe): `/v2/models/{name}/infer` with an FP32 `input` tensor
-  or a BYTES `image` tensor of base64-encoded image files.
+* Open Inference Protocol v2 (KServe, Triton): `/v2/models/{name}/infer` with an `input`
+  tensor (FP32 or UINT8) or a BYTES `image` tensor of image files, as JSON or with the binary
+  tensor data extension; the same protocol over gRPC on its own port.
 * `GET /metrics` for Prometheus; `/healthz` and `/readyz` for probes.
 
 Errors are JSON `{"error": "..."}`. When a token is configured, send
@@ -58,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     assets = routes_ops.docs_assets()
     app = FastAPI(
         title="slipway inference",
-        version=routes_v2._version(),
+        version=server_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = service
+    app.state.dataplane = DataPlane(service)
     install_handlers(app)
     app.include_router(routes_ops.router)
     app.include_router(routes_ops.docs_router(app.title, assets))
@@ -92,4 +96,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_model=service.main.name,
         models=set(service.slots),
     )
+    _add_schemas(app, routes_v2.openapi_schemas())
     return app
+
+
+def _add_schemas(app: FastAPI, schemas: dict[str, Any]) -> None:
+    """Put models that routes reference by hand (a body FastAPI does not parse) into
+    `components/schemas` of the OpenAPI document, so every `$ref` resolves."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in schemas.items():
+                components.setdefault(name, schema)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -22,8 +22,14 @@ def require_token(request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+    if scheme.lower() != "bearer" or not token_matches(given, token):
         raise UnauthorizedError("missing or wrong bearer token (Authorization: Bearer <token>)")
+
+
+def token_matches(given: str, token: str) -> bool:
+    """Constant-time comparison of bytes: a header with non-ASCII text is a wrong token, not
+    the TypeError `compare_digest` raises for such strings."""
+    return hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.encode("utf-8"))
 
 
 Service = Annotated[InferenceService, Depends(get_service)]

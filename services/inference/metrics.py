@@ -21,7 +21,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 UNIT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
-PREDICT_ROUTES = ("/v1/predict", "/v2/models/{name}/infer")
+GRPC_ROUTE = "grpc"  # the route label of gRPC ModelInfer calls
+PREDICT_ROUTES = ("/v1/predict", "/v2/models/{name}/infer", GRPC_ROUTE)
 CODE_CLASSES = ("2xx", "4xx", "5xx")
 REJECT_REASONS = ("queue_full", "draining", "timeout")
 
@@ -36,7 +37,7 @@ class Metrics:
         r = self.registry
         p = "slipway_inference_"
         self.requests = Counter(
-            p + "requests_total", "HTTP requests by route and status class.",
+            p + "requests_total", "Requests by route and status class (gRPC: route grpc).",
             ["model", "route", "code"], registry=r,
         )  # fmt: skip
         self.request_duration = Histogram(

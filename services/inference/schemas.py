@@ -1,7 +1,9 @@
-"""Request and response shapes: the v1 JSON API and the Open Inference Protocol v2 (REST/JSON).
+"""Request and response shapes: the v1 JSON API and the Open Inference Protocol v2 (REST).
 
 The v2 models follow KServe's `open_inference_rest.yaml`: tensors are `{name, shape, datatype,
-data, parameters?}` with `data` flattened in row-major order (nested lists are accepted too).
+data, parameters?}` with `data` flattened in row-major order (nested lists are accepted too). With
+the binary tensor data extension a tensor has no `data`: `parameters.binary_data_size` says how
+many bytes of the body after the JSON object hold it.
 """
 
 from __future__ import annotations
@@ -66,32 +68,52 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
 
 
+Parameters = dict[str, Any]
+
+
 class RequestInput(BaseModel):
-    name: str
+    name: str = Field(description="`input` (FP32 or UINT8 [N, C, H, W]) or `image` (BYTES [N]).")
     shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
+    datatype: str = Field(description="FP32, UINT8, BYTES, ... (the protocol's datatypes).")
+    parameters: Parameters | None = Field(
+        default=None,
+        description="`binary_data_size` (int): the tensor is that many bytes of the binary part.",
+    )
+    data: list[Any] | None = Field(
+        default=None,
+        description="Row-major values (flat or nested); BYTES as strings, images as base64. "
+        "Absent when `parameters.binary_data_size` is given.",
+    )
 
 
 class RequestOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
+    name: str = Field(description="`probabilities`, `logits` or `label`.")
+    parameters: Parameters | None = Field(
+        default=None,
+        description="`binary_data` (bool): return it in the binary part; `classification` (int "
+        "k): the top k as BYTES `<value>:<index>:<label>` strings.",
+    )
 
 
 class InferenceRequest(BaseModel):
     id: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: Parameters | None = Field(
+        default=None, description="`binary_data_output` (bool): every output in binary."
+    )
     inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
+    outputs: list[RequestOutput] | None = Field(
+        default=None, description="Outputs to return; default: all, in JSON."
+    )
 
 
 class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
+    parameters: Parameters | None = Field(
+        default=None, description="`binary_data_size` when the data is in the binary part."
+    )
+    data: list[Any] | None = None
 
 
 class InferenceResponse(BaseModel):

@@ -1,7 +1,8 @@
-"""The dataplane: served models, the batcher, the prediction log, and one predict path.
+"""The serving core: served models, the batcher, the prediction log, and one predict path.
 
-The HTTP routes (v1, Open Inference Protocol v2, web page) are thin shells over
-`InferenceService`, so every protocol gets the same preprocessing, batching, metrics and log.
+Every way in is a thin shell over `InferenceService`: the v1 routes and the web page directly,
+the Open Inference Protocol (REST and gRPC) through `dataplane.DataPlane`; so every protocol
+gets the same preprocessing, batching, metrics and log.
 """
 
 from __future__ import annotations

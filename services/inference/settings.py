@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     auth_token: str = ""
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
+    grpc_port: int = Field(
+        default=8085,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol gRPC server (same host, same process, "
+        "same batcher); 0: no gRPC server.",
+    )
     drain_seconds: float = Field(
         default=10.0, ge=0, description="After SIGTERM: seconds served while reporting not ready."
     )

@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 def loadtest_cmd(
     images: Annotated[Path, typer.Option(help="Folder of images to send (searched recursively).")],
-    url: Annotated[str | None, typer.Option(help="Service base URL or full endpoint URL.")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Service base URL or full endpoint URL; grpc://HOST:PORT for gRPC."),
+    ] = None,
     model: Annotated[
         Path | None, typer.Option(help="Instead of --url: serve this model folder locally.")
     ] = None,
@@ -30,19 +33,48 @@ def loadtest_cmd(
         typer.Option(min=0.0, max=1.0, help="Largest share of failed requests the SLO allows."),
     ] = 0.01,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="multipart (/v1/predict), oip-binary (Open Inference Protocol REST, binary "
+            "tensors) or grpc (Open Inference Protocol gRPC)."
+        ),
+    ] = "multipart",
+    model_name: Annotated[
+        str | None,
+        typer.Option(help="Served model for oip-binary and grpc; default: the service's main."),
+    ] = None,
 ) -> None:
     """Closed-loop load: N concurrent clients send images for S seconds."""
     from slipway.errors import SlipwayError
-    from slipway.loadtest import measure_service
+    from slipway.loadtest import KINDS, measure_service
 
     if (url is None) == (model is None):
         raise SlipwayError("give exactly one of --url and --model")
+    if protocol not in KINDS:
+        raise SlipwayError(f"--protocol must be one of {', '.join(KINDS)}, got {protocol}")
     with contextlib.ExitStack() as stack:
         if model is not None:
-            url = stack.enter_context(local_service(model)).url
+            server = stack.enter_context(local_service(model))
+            url = server.url
+            if protocol == "grpc":
+                url = f"grpc://127.0.0.1:{server.env['SLIPWAY_GRPC_PORT']}"
+            if model_name is None and protocol != "multipart":
+                model_name = _main_model(server.url)
         assert url is not None
+        if model_name is None and protocol != "multipart":
+            if protocol == "grpc":
+                raise SlipwayError("--protocol grpc with --url needs --model-name")
+            model_name = _main_model(url)
         report = measure_service(
-            url, images, concurrency, duration, max_requests=max_requests, progress=True
+            url,
+            images,
+            concurrency,
+            duration,
+            max_requests=max_requests,
+            progress=True,
+            kind=protocol,  # type: ignore[arg-type]  # checked against KINDS above
+            model=model_name or "",
         )
     typer.echo(report.summary())
     if json_out:
@@ -57,17 +89,28 @@ def local_service(model: Path) -> contextlib.AbstractContextManager[ServerProces
     from services.inference.server import command
     from slipway.procs import free_port, start_server
 
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     argv = command(
         {
             "model_source": model.resolve(),
             "host": "127.0.0.1",
             "port": port,
+            "grpc_port": grpc_port,
             "reload_interval_s": 0,
             "drain_seconds": 0,
         }
     )
-    return start_server(argv, f"http://127.0.0.1:{port}")
+    # The environment carries the gRPC port too, so the caller can find it.
+    env = {"SLIPWAY_GRPC_PORT": str(grpc_port)}
+    return start_server(argv, f"http://127.0.0.1:{port}", env=env)
+
+
+def _main_model(url: str) -> str:
+    """The served name of the service's main model, from `GET /v1/models`."""
+    import httpx
+
+    base = url.split("/v1/", 1)[0].split("/v2/", 1)[0].rstrip("/")
+    return str(httpx.get(f"{base}/v1/models", timeout=10, trust_env=False).json()["default"])
 
 
 def register(app: typer.Typer) -> None:

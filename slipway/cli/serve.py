@@ -48,6 +48,7 @@ def serve_cmd(
     mlflow_tracking_uri: Annotated[str | None, _option("mlflow_tracking_uri")] = None,
     host: Annotated[str | None, _option("host")] = None,
     port: Annotated[int | None, _option("port")] = None,
+    grpc_port: Annotated[int | None, _option("grpc_port")] = None,
     backend: Annotated[str | None, _option("backend")] = None,
     device: Annotated[str | None, _option("device")] = None,
     threads: Annotated[int | None, _option("threads")] = None,
@@ -64,7 +65,7 @@ def serve_cmd(
         ),
     ] = None,
 ) -> None:
-    """Serve a model over HTTP: /v1/predict, Open Inference Protocol v2, /metrics, web page.
+    """Serve a model: /v1/predict, Open Inference Protocol v2 (REST and gRPC), /metrics, web page.
 
     Options and --set override the SLIPWAY_* environment variables (docs/configuration.md).
     """
@@ -81,6 +82,8 @@ def serve_cmd(
     typer.echo(f"web page:  {url}/")
     typer.echo(f"API docs:  {url}/docs")
     typer.echo(f"predict:   curl -s -F files=@IMAGE.png '{url}/v1/predict?top_k=3'")
+    if settings.grpc_port:
+        typer.echo(f"gRPC:      {settings.host}:{settings.grpc_port} (Open Inference Protocol)")
     serve(settings)
 
 

@@ -27,6 +27,7 @@ def test_helm_test_script_passes_against_the_service(trained_model: Path, tmp_pa
         "SLIPWAY_MODEL_NAME": "demo",
         "SLIPWAY_HOST": "127.0.0.1",
         "SLIPWAY_PORT": str(port),
+        "SLIPWAY_GRPC_PORT": str(free_port()),
         "SLIPWAY_RELOAD_INTERVAL_S": "0",
         "SLIPWAY_DRAIN_SECONDS": "0",
         "SLIPWAY_THREADS": "1",

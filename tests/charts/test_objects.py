@@ -110,6 +110,7 @@ def test_probes_graceful_termination_and_spread(scenario: str, render_scenario) 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     env = env_of(rendered.docs)
     assert ports["http"] == int(env["SLIPWAY_PORT"])
+    assert ports["grpc"] == int(env["SLIPWAY_GRPC_PORT"])
     assert env["SLIPWAY_HOST"] == "0.0.0.0"
     pause = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert spec["terminationGracePeriodSeconds"] > pause + float(env["SLIPWAY_DRAIN_SECONDS"])
@@ -270,16 +271,34 @@ def test_full_monitoring_wires_secrets_ingress_and_staging(render_scenario) -> N
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_network_policy_opens_only_the_http_port(scenario: str, render_scenario) -> None:
+def test_network_policy_opens_only_the_api_ports(scenario: str, render_scenario) -> None:
     rendered = render_scenario(scenario)
+    http, grpc = {"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}
     for policy in rendered.of_kind("NetworkPolicy"):
         assert "Ingress" in policy["spec"]["policyTypes"]
         for rule in policy["spec"].get("ingress", []):
-            assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+            assert rule["ports"] in ([http], [http, grpc])
             assert rule["from"], "an ingress rule without sources would allow everyone"
+    # API clients reach gRPC where they reach HTTP; the metrics scraper only HTTP.
+    api, scrape = rendered.one("NetworkPolicy", FULLNAME)["spec"]["ingress"]
+    assert (api["ports"], scrape["ports"]) == ([http, grpc], [http])
     # Every pod of the release is covered by a policy; the helm test pod accepts nothing.
     test_policy = rendered.one("NetworkPolicy", f"{FULLNAME}-test")
     assert "ingress" not in test_policy["spec"]
+
+
+def test_grpc_port_on_the_pod_service_and_policy_or_nowhere() -> None:
+    on = render({"server.grpcPort": 9000, "service.grpcPort": 9001})
+    container = find(on, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "grpc", "containerPort": 9000, "protocol": "TCP"} in container["ports"]
+    (port,) = [p for p in find(on, "Service")["spec"]["ports"] if p["name"] == "grpc"]
+    assert (port["port"], port["targetPort"], port["appProtocol"]) == (9001, "grpc", "grpc")
+    assert env_of(on)["SLIPWAY_GRPC_PORT"] == "9000"
+    off = render({"server.grpcPort": 0})
+    assert env_of(off)["SLIPWAY_GRPC_PORT"] == "0"
+    assert "grpc" not in yaml.safe_dump(
+        [find(off, kind) for kind in ("Deployment", "Service", "NetworkPolicy")]
+    )
 
 
 def test_disabled_features_render_nothing(render_scenario) -> None:

@@ -115,6 +115,7 @@ def service_processes(
             "SLIPWAY_MODEL_NAME": MODEL_NAME,
             "SLIPWAY_HOST": "127.0.0.1",
             "SLIPWAY_PORT": str(ports["inference"]),
+            "SLIPWAY_GRPC_PORT": str(free_port()),
             "SLIPWAY_PREDICTION_LOG_PATH": str(log_dir / PREDICTION_LOG),
             "SLIPWAY_RELOAD_INTERVAL_S": "0",
             "SLIPWAY_FAULT_INJECTION": "true",

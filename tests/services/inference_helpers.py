@@ -48,13 +48,19 @@ def ready_client(settings: Settings, all_models: bool = True) -> Iterator[TestCl
 def inference_server(
     env: dict[str, str], log_path: Path, argv: list[str] | None = None
 ) -> ServerProcess:
-    """`python -m services.inference` (or `argv`, another way to start it) on a free loopback
-    port, with `env` over this process's environment; not started yet."""
+    """`python -m services.inference` (or `argv`, another way to start it) on free loopback
+    ports (HTTP, and gRPC: `grpc_target(proc)`), with `env` over this process's environment;
+    not started yet."""
     port = free_port()
-    full_env = {"SLIPWAY_DRAIN_SECONDS": "0", **env}
+    full_env = {"SLIPWAY_DRAIN_SECONDS": "0", "SLIPWAY_GRPC_PORT": str(free_port()), **env}
     full_env.update(SLIPWAY_HOST="127.0.0.1", SLIPWAY_PORT=str(port))
     url = f"http://127.0.0.1:{port}"
     return ServerProcess(argv or command(), url, env=full_env, log=log_path, cwd=ROOT)
+
+
+def grpc_target(proc: ServerProcess) -> str:
+    """`127.0.0.1:<port>` of the gRPC server of a process from `inference_server`."""
+    return f"127.0.0.1:{proc.env['SLIPWAY_GRPC_PORT']}"
 
 
 def register_version(

@@ -88,7 +88,7 @@ def test_v2_server_and_model_metadata(client: TestClient, name: str, trained_mod
     card = load_card(trained_model)
     server = client.get("/v2").json()
     assert set(server) == {"name", "version", "extensions"}
-    assert isinstance(server["extensions"], list)
+    assert server["extensions"] == ["binary_tensor_data", "classification"]
     meta = client.get(f"/v2/models/{name}").json()
     assert meta["name"] == name and meta["platform"] == "onnxruntime_onnx"
     assert len(meta["versions"]) == 1
@@ -223,6 +223,8 @@ def test_auth_token_guards_the_api_but_not_probes(trained_model: Path, png_bytes
         assert ok.status_code == 200
         name = ok.json()["model"]
         assert c.post(f"/v2/models/{name}/infer", json={}).status_code == 401
+        foreign = {"Authorization": b"Bearer s3cr\xc3\xa9t"}  # not ASCII: still a 401, not a 500
+        assert c.post(f"/v2/models/{name}/infer", json={}, headers=foreign).status_code == 401
         for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"):
             assert c.get(path).status_code == 200, path
 
@@ -256,3 +258,41 @@ def test_a_missing_staging_model_does_not_block_readiness(
         text = c.get("/metrics").text
         assert metric_value(text, "slipway_inference_ready", model=f"{name}-staging") == 0
         assert metric_value(text, "slipway_inference_ready", model=name) == 1
+
+
+def _refs(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_openapi_documents_v2_infer_and_every_ref_resolves(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    refs = set(_refs(document))
+    assert "#/components/schemas/InferenceRequest" in refs
+    for ref in refs:
+        assert ref.startswith("#/"), ref
+        node = document
+        for part in ref[2:].split("/"):
+            assert part in node, f"unresolvable {ref}"
+            node = node[part]
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        operation = document["paths"][path]["post"]
+        body = operation["requestBody"]["content"]
+        assert set(body) == {"application/json", "application/octet-stream"}
+        headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+        assert headers == ["Inference-Header-Content-Length"]
+        ok = operation["responses"]["200"]
+        assert set(ok["content"]) == {"application/json", "application/octet-stream"}
+        assert "Inference-Header-Content-Length" in ok["headers"]
+        assert {"400", "404", "413", "415", "503"} <= set(operation["responses"])
+    request = document["components"]["schemas"]["InferenceRequest"]
+    inputs = request["properties"]["inputs"]["items"]["$ref"].rsplit("/", 1)[1]
+    tensor = document["components"]["schemas"][inputs]
+    assert set(tensor["required"]) == {"name", "shape", "datatype"}  # data may be binary

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
+import json
 import subprocess
 import sys
 import textwrap
@@ -141,6 +143,97 @@ def test_v2_bad_requests(client: TestClient, trained_model: Path) -> None:
     assert wrong_type.status_code == 415
     text = client.get("/metrics").text
     assert metric_value(text, "slipway_inference_requests_total", code="5xx") == 0
+
+
+def _binary(header: dict, *chunks: bytes) -> tuple[bytes, dict[str, str]]:
+    head = json.dumps(header).encode()
+    return head + b"".join(chunks), {"Inference-Header-Content-Length": str(len(head))}
+
+
+def test_v2_bad_binary_and_encoded_bodies(client: TestClient, trained_model: Path) -> None:
+    """The binary tensor data extension and body encodings: every mistake a 4xx, never a 500."""
+    c, h, w = load_card(trained_model).transform.input_shape
+    size = 4 * c * h * w
+    fp32 = {"name": "input", "shape": [1, c, h, w], "datatype": "FP32"}
+    sized = {**fp32, "parameters": {"binary_data_size": size}}
+    name = client.get("/v1/models").json()["default"]
+    url = f"/v2/models/{name}/infer"
+    json_type = {"Content-Type": "application/json"}
+    cases = [
+        (b'{"inputs": [\xff]}', json_type, 400, "not valid UTF-8"),
+        ("{}".encode("utf-16"), json_type, 400, "not valid UTF-8"),
+        (b"[" * 100_000, json_type, 400, "nested too deeply"),
+        (*_binary({"inputs": [fp32]}), 400, "has no data"),
+        (*_binary({"inputs": [{**sized, "data": [0.0]}]}, b"\0" * size), 400, "both data"),
+        (*_binary({"inputs": [sized]}, b"\0" * (size - 4)), 400, "more than"),
+        (*_binary({"inputs": [{**sized, "shape": [2, c, h, w]}]}, b"\0" * size), 400,
+         "do not match FP32 shape"),
+        (*_binary({"inputs": [{**fp32, "parameters": {"binary_data_size": "12"}}]}), 400,
+         "binary_data_size must be a non-negative integer"),
+        (*_binary({"inputs": [{**fp32, "parameters": {"binary_data_size": -4}}]}), 400,
+         "binary_data_size must be a non-negative integer"),
+        (*_binary({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                               "parameters": {"binary_data_size": 6}}]}, b"\x09\0\0\0ab"),
+         400, "announces 9 bytes"),
+        (*_binary({"inputs": [sized], "parameters": {"binary_data_output": "yes"}},
+                  b"\0" * size), 400, "binary_data_output must be true or false"),
+        (*_binary({"inputs": [sized], "outputs": [{"name": "label", "parameters":
+                   {"binary_data": 1}}]}, b"\0" * size), 400, "binary_data must be true"),
+        (*_binary({"inputs": [sized], "outputs": [{"name": "logits", "parameters":
+                   {"classification": 0}}]}, b"\0" * size), 400, "positive integer"),
+        (*_binary({"inputs": [sized], "outputs": [{"name": "logits"}, {"name": "logits"}]},
+                  b"\0" * size), 400, "requested twice"),
+        (*_binary({"inputs": [{**sized, "datatype": "UINT8", "parameters":
+                   {"binary_data_size": size // 4}}]}, b"\0" * (size // 4 - 1)), 400, "more"),
+        (b'{"inputs": []}', {"Inference-Header-Content-Length": "x"}, 400, "non-negative"),
+        (gzip.compress(b"\0" * (LIMIT * 2)), {**json_type, "Content-Encoding": "gzip"}, 413,
+         "inflated"),
+        (gzip.compress(b"{")[:-4], {**json_type, "Content-Encoding": "gzip"}, 400, "truncated"),
+    ]  # fmt: skip
+    for body, headers, status, words in cases:
+        response = client.post(url, content=body, headers=headers)
+        assert response.status_code == status, (body[:80], response.text)
+        assert words in response.json()["error"], (body[:80], response.json())
+    text = client.get("/metrics").text
+    assert metric_value(text, "slipway_inference_requests_total", code="5xx") == 0
+
+
+def test_v2_binary_and_gzip_bodies_are_served(client: TestClient, trained_model: Path) -> None:
+    card = load_card(trained_model)
+    c, h, w = card.transform.input_shape
+    pixels = np.full((1, c, h, w), 128, dtype=np.uint8)
+    header = {
+        "inputs": [{"name": "input", "shape": [1, c, h, w], "datatype": "UINT8",
+                    "parameters": {"binary_data_size": pixels.size}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}},
+                    {"name": "label"}],
+    }  # fmt: skip
+    name = client.get("/v1/models").json()["default"]
+    url = f"/v2/models/{name}/infer"
+    body, headers = _binary(header, pixels.tobytes())
+    response = client.post(url, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    length = int(response.headers["Inference-Header-Content-Length"])
+    answer = json.loads(response.content[:length])
+    probs = np.frombuffer(response.content[length:], dtype="<f4")
+    assert answer["outputs"][0]["parameters"]["binary_data_size"] == probs.nbytes
+    assert answer["outputs"][1]["data"] == [card.classes[int(probs.argmax())]]
+    # UINT8 pixels are normalised as the card's transform does: the FP32 tensor agrees.
+    tensor = (pixels.astype(np.float32) / 255.0 - np.float32(card.transform.mean[0])) / np.float32(
+        card.transform.std[0]
+    )
+    fp32 = {"name": "input", "shape": [1, c, h, w], "datatype": "FP32"}
+    as_json = {
+        "inputs": [{**fp32, "data": tensor.ravel().tolist()}],
+        "outputs": [{"name": "probabilities"}],
+    }
+    zipped = client.post(
+        url,
+        content=gzip.compress(json.dumps(as_json).encode()),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert zipped.status_code == 200 and "application/json" in zipped.headers["content-type"]
+    np.testing.assert_allclose(zipped.json()["outputs"][0]["data"], probs, atol=1e-6)
 
 
 def test_served_input_equals_the_card_transform_and_onnx_output(

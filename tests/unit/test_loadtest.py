@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,10 +20,10 @@ from slipway.loadtest import (
     LoadReport,
     endpoint,
     load_images,
-    measure_service,
     run_load,
     run_open_loop,
 )
+from slipway.loadtest.clients import HttpTarget
 from slipway.procs import free_port
 from tests.helpers import run_cli
 
@@ -157,6 +159,42 @@ def test_inputs_are_checked(tmp_path: Path) -> None:
         load_images(tmp_path / "empty")
     assert endpoint("http://h:1") == "http://h:1/v1/predict"
     assert endpoint("http://h:1/v2/x") == "http://h:1/v2/x"
+    assert endpoint("http://h:1/", "oip-binary", "m 1") == "http://h:1/v2/models/m%201/infer"
+    assert endpoint("grpc://h:2", "grpc", "m") == "grpc://h:2"
+    with pytest.raises(SlipwayError, match="model's name"):
+        endpoint("http://h:1", "oip-binary")
+    payloads = load_images(images_of(tmp_path))
+    with pytest.raises(SlipwayError, match="gRPC load needs"):
+        asyncio.run(run_load("grpc://h:2", payloads, 1, 1.0, kind="grpc"))
+    with pytest.raises(SlipwayError, match="not a gRPC address"):
+        asyncio.run(run_load("http://h:2", payloads, 1, 1.0, kind="grpc", model="m"))
+    with pytest.raises(SlipwayError, match="unknown request kind"):
+        asyncio.run(run_load("http://h:2", payloads, 1, 1.0, kind="soap"))  # type: ignore[arg-type]
+
+
+def images_of(folder: Path) -> Path:
+    (folder / "one").mkdir(exist_ok=True)
+    (folder / "one" / "a.png").write_bytes(b"\x89PNG")
+    return folder / "one"
+
+
+def test_oip_binary_request_is_the_extensions_layout(images: list) -> None:
+    """Header length, the JSON part, then the image as one BYTES element (4-byte length)."""
+    payload = load_images(images[:1])[0]
+    request = HttpTarget.parse("http://h:1/v2/models/m/infer", None).request(payload, "oip-binary")
+    head, _, body = request.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v2/models/m/infer HTTP/1.1"
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert int(headers["Content-Length"]) == len(body)
+    length = int(headers["Inference-Header-Content-Length"])
+    header = json.loads(body[:length])
+    (tensor,) = header["inputs"]
+    assert (tensor["name"], tensor["datatype"], tensor["shape"]) == ("image", "BYTES", [1])
+    assert header["parameters"] == {"binary_data_output": True}
+    raw = body[length:]
+    assert tensor["parameters"]["binary_data_size"] == len(raw) == 4 + len(payload[1])
+    assert raw == len(payload[1]).to_bytes(4, "little") + payload[1]
 
 
 def test_report_meets_slo_only_within_latency_and_errors() -> None:
@@ -182,17 +220,24 @@ def test_cli_prints_the_report_and_gates_on_the_slo(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["multipart", "oip-binary", "grpc"])
 def test_cli_serves_a_real_model_and_stops_it(
-    trained_model: Path, demo_data: Path, tmp_path: Path
+    trained_model: Path, demo_data: Path, tmp_path: Path, protocol: str
 ) -> None:
+    """Each request kind against the real service; gRPC in a subprocess, as the CLI runs it
+    (its stubs cannot share this process with tritonclient's, see test_inference_oip.py)."""
     # The request count ends the run; the duration only bounds it on a very slow machine.
     out = tmp_path / "load.json"
     args = ["--concurrency", "2", "--duration", "120", "--max-requests", "40", "--json", str(out)]
+    args += ["--protocol", protocol]
     result = run_cli(
         "loadtest", "--model", str(trained_model), "--images", str(demo_data), *args, timeout=300
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["requests"] == 40 and report["ok"] == 40, report
-    after = measure_service(report["url"], demo_data, 1, 5, max_requests=1, warmup_requests=0)
-    assert after.errors == {"ConnectionRefusedError": 1}, "the service must be stopped afterwards"
+    url = urllib.parse.urlsplit(report["url"])
+    assert url.scheme == ("grpc" if protocol == "grpc" else "http")
+    assert protocol != "oip-binary" or url.path.endswith("/infer")
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((url.hostname, url.port)):
+        pass  # the service must be stopped afterwards

@@ -1,12 +1,14 @@
-"""The HTTP load generator for the inference service, and an SLO gate built on it.
+"""The load generator for the inference service, and an SLO gate built on it.
 
 Closed loop (`run_load`, `measure_service`, `slipway loadtest`): `concurrency` workers each send
 one image per request, back to back, until `duration_s` has passed or `max_requests` were sent.
 Open loop (`run_open_loop`, the serving benchmark's overload scenario): a fixed arrival rate
-regardless of answers. Latency percentiles are over successful (2xx) responses; everything else
-is counted by status code, or by transport error name when no response came. Requests go out
-over kept-alive HTTP/1.1 connections of a minimal client of its own, cheap in CPU, so that the
-generator measures the server rather than itself (the serving benchmark shares 2 cores with it).
+regardless of answers. A request is a multipart upload to /v1/predict, an Open Inference
+Protocol binary REST request, or a gRPC ModelInfer call (`kind`; see `clients`). Latency
+percentiles are over successful responses; everything else is counted by HTTP status code or
+gRPC status name, or by transport error name when no response came. The clients are cheap in
+CPU, so that the generator measures the server rather than itself (the serving benchmark
+shares 2 cores with it).
 """
 
 from __future__ import annotations
@@ -16,25 +18,46 @@ import logging
 import math
 import mimetypes
 import os
-import ssl
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from slipway.data.scan import IMAGE_EXTENSIONS
 from slipway.errors import SlipwayError
+from slipway.loadtest.clients import (
+    KINDS,
+    OK,
+    Connection,
+    GrpcConnection,
+    HttpConnection,
+    HttpTarget,
+    Payload,
+    RequestKind,
+    grpc_infer_request,
+    grpc_target,
+)
 
 log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/v1/predict"
-Payload = tuple[str, bytes, str]  # (file name, bytes, content type)
+__all__ = [
+    "KINDS",
+    "LoadReport",
+    "Payload",
+    "RequestKind",
+    "endpoint",
+    "load_images",
+    "measure_service",
+    "run_load",
+    "run_open_loop",
+]
 
 
 @dataclass
@@ -96,7 +119,6 @@ def load_images(
     return out
 
 
-BOUNDARY = "slipway-load-boundary"
 # What a request can end in instead of an answer (ValueError, IndexError: a malformed answer).
 TRANSPORT_ERRORS = (
     OSError,
@@ -108,121 +130,53 @@ TRANSPORT_ERRORS = (
 )
 
 
-class _Target(NamedTuple):
-    host: str
-    port: int
-    tls: bool
-    authority: str
-    path: str  # with the query
-
-    @classmethod
-    def parse(cls, url: str, top_k: int | None) -> _Target:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SlipwayError(f"not an http(s) URL: {url}")
-        tls = parts.scheme == "https"
-        query = "&".join(q for q in (parts.query, "" if top_k is None else f"top_k={top_k}") if q)
-        path = (parts.path or "/") + (f"?{query}" if query else "")
-        return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.netloc, path)
-
-    def request(self, payload: Payload) -> bytes:
-        """The bytes of one multipart POST of `payload` (one image)."""
-        name, body, kind = payload
-        head = (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{name}"'
-            f"\r\nContent-Type: {kind}\r\n\r\n"
-        )
-        content = head.encode() + body + f"\r\n--{BOUNDARY}--\r\n".encode()
-        return (
-            f"POST {self.path} HTTP/1.1\r\nHost: {self.authority}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(content)}\r\n\r\n"
-        ).encode() + content
-
-
-class _Connection:
-    """One kept-alive HTTP/1.1 connection: a prepared POST out, its whole answer read back.
-
-    A load generator's client, not a general one: it spends a fraction of the CPU time per
-    request that httpx does, which matters when it shares a small machine with the server.
-    """
-
-    def __init__(self, target: _Target) -> None:
-        self.target = target
-        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def post(self, request: bytes) -> int:
-        """Send `request`; the status code. A kept-alive connection the server closed in the
-        meantime is re-opened once."""
-        reused = self.streams is not None
-        try:
-            return await self._exchange(request)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.close()
-            if not reused:
-                raise
-            return await self._exchange(request)
-
-    async def _exchange(self, request: bytes) -> int:
-        if self.streams is None:
-            target = self.target
-            context = ssl.create_default_context() if target.tls else None
-            self.streams = await asyncio.open_connection(target.host, target.port, ssl=context)
-        reader, writer = self.streams
-        writer.write(request)
-        await writer.drain()
-        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        fields = (line.partition(":") for line in lines[1:])
-        headers = {key.strip().lower(): value.strip().lower() for key, _, value in fields}
-        if headers.get("transfer-encoding") == "chunked":
-            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                await reader.readexactly(size + 2)
-            await reader.readuntil(b"\r\n")  # servers send no trailers to a request like this
-        elif "content-length" in headers:
-            await reader.readexactly(int(headers["content-length"]))
-        else:
-            await reader.read()  # the body runs to the end of the connection
-            headers["connection"] = "close"
-        if headers.get("connection") == "close":
-            self.close()
-        return status
-
-    def close(self) -> None:
-        if self.streams is not None:
-            self.streams[1].close()
-            self.streams = None
-
-
 class _Tally:
     """The prepared requests of one run, latencies of successes and counts of the rest."""
 
     def __init__(
-        self, url: str, payloads: Sequence[Payload], top_k: int | None, timeout_s: float
+        self,
+        url: str,
+        payloads: Sequence[Payload],
+        top_k: int | None,
+        timeout_s: float,
+        kind: RequestKind = "multipart",
+        model: str = "",
     ) -> None:
-        self.target = _Target.parse(url, top_k)
-        self.requests = [self.target.request(payload) for payload in payloads]
+        if kind not in KINDS:
+            raise SlipwayError(f"unknown request kind {kind!r}; choose from {', '.join(KINDS)}")
+        self.kind = kind
         self.timeout_s = timeout_s
+        if kind == "grpc":
+            if not model:
+                raise SlipwayError("gRPC load needs the served model's name")
+            self.grpc = grpc_target(url)
+            self.requests = [grpc_infer_request(model, data) for _, data, _ in payloads]
+        else:
+            self.target = HttpTarget.parse(url, top_k if kind == "multipart" else None)
+            self.requests = [self.target.request(payload, kind) for payload in payloads]
         self.latencies: list[float] = []
         self.codes: Counter[str] = Counter()
         self.sent = 0
 
-    async def send(self, connection: _Connection) -> None:
+    def connect(self) -> Connection:
+        if self.kind == "grpc":
+            return GrpcConnection(self.grpc, self.timeout_s)
+        return HttpConnection(self.target)
+
+    async def send(self, connection: Connection) -> None:
         """The next payload, once; its outcome is counted by status or transport error."""
         request = self.requests[self.sent % len(self.requests)]
         self.sent += 1
         began = time.perf_counter()
         try:
-            status = await asyncio.wait_for(connection.post(request), self.timeout_s)
+            outcome = await asyncio.wait_for(connection.post(request), self.timeout_s)
         except TRANSPORT_ERRORS as exc:
-            connection.close()
+            await connection.aclose()
             self.codes[type(exc).__name__] += 1
             return
-        if 200 <= status < 300:
+        if outcome == OK:
             self.latencies.append((time.perf_counter() - began) * 1000)
-            self.codes["ok"] += 1
-        else:
-            self.codes[str(status)] += 1
+        self.codes[outcome] += 1
 
 
 def _check(payloads: Sequence[Payload], duration_s: float, *positive: float) -> None:
@@ -241,23 +195,26 @@ async def run_load(
     top_k: int | None = 1,
     timeout_s: float = 30.0,
     progress: bool = False,
+    kind: RequestKind = "multipart",
+    model: str = "",
 ) -> LoadReport:
-    """Closed loop: drive `url` (a full endpoint URL) with the payloads in turn, one connection
-    per client; see the module docstring. `top_k=None` leaves the parameter out."""
+    """Closed loop: drive `url` (a full endpoint URL; `grpc://HOST:PORT` for gRPC) with the
+    payloads in turn, one connection per client; see the module docstring. `top_k=None` leaves
+    the parameter out; `model` is the served name gRPC calls address."""
     _check(payloads, duration_s, concurrency)
-    tally = _Tally(url, payloads, top_k, timeout_s)
+    tally = _Tally(url, payloads, top_k, timeout_s, kind, model)
     start = time.perf_counter()
     deadline = start + duration_s
     bar = tqdm(total=max_requests, unit="req", desc="load", disable=not progress, leave=False)
 
     async def client() -> None:
-        connection = _Connection(tally.target)
+        connection = tally.connect()
         while time.perf_counter() < deadline and (
             max_requests is None or tally.sent < max_requests
         ):
             await tally.send(connection)
             bar.update(1)
-        connection.close()
+        await connection.aclose()
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     bar.close()
@@ -271,19 +228,21 @@ async def run_open_loop(
     duration_s: float = 10.0,
     top_k: int | None = 1,
     timeout_s: float = 30.0,
+    kind: RequestKind = "multipart",
+    model: str = "",
 ) -> LoadReport:
     """Open loop: `rate` arrivals per second for `duration_s`, whether or not answers keep up,
     which is how overload really looks. The report's `concurrency` is the most in flight."""
     _check(payloads, duration_s, rate)
-    tally = _Tally(url, payloads, top_k, timeout_s)
-    idle: list[_Connection] = []
+    tally = _Tally(url, payloads, top_k, timeout_s, kind, model)
+    idle: list[Connection] = []
     in_flight = peak = 0
 
     async def one() -> None:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
-        connection = idle.pop() if idle else _Connection(tally.target)
+        connection = idle.pop() if idle else tally.connect()
         await tally.send(connection)
         idle.append(connection)
         in_flight -= 1
@@ -296,13 +255,13 @@ async def run_open_loop(
         await asyncio.sleep(max(0.0, start + len(tasks) / rate - time.perf_counter()))
     await asyncio.gather(*tasks)
     for connection in idle:
-        connection.close()
+        await connection.aclose()
     return _report(url, peak, time.perf_counter() - start, tally)
 
 
 def _report(url: str, concurrency: int, elapsed: float, tally: _Tally) -> LoadReport:
     codes, latencies = Counter(tally.codes), tally.latencies
-    ok = codes.pop("ok", 0)
+    ok = codes.pop(OK, 0)
     report = LoadReport(url, concurrency, elapsed, ok + sum(codes.values()), ok, dict(codes))
     report.rps = report.requests / elapsed if elapsed > 0 else 0.0
     if latencies:
@@ -314,10 +273,17 @@ def _report(url: str, concurrency: int, elapsed: float, tally: _Tally) -> LoadRe
     return report
 
 
-def endpoint(url: str) -> str:
-    """A base URL gets the prediction path; a URL with a path is used as given."""
+def endpoint(url: str, kind: RequestKind = "multipart", model: str = "") -> str:
+    """A base URL gets the kind's path (/v1/predict, /v2/models/<model>/infer); a URL with a
+    path, or a gRPC address, is used as given."""
     path = urllib.parse.urlsplit(url).path
-    return url if path not in ("", "/") else url.rstrip("/") + PREDICT_PATH
+    if kind == "grpc" or path not in ("", "/"):
+        return url
+    if kind == "oip-binary":
+        if not model:
+            raise SlipwayError("an Open Inference Protocol URL needs the served model's name")
+        return f"{url.rstrip('/')}/v2/models/{urllib.parse.quote(model)}/infer"
+    return url.rstrip("/") + PREDICT_PATH
 
 
 def measure_service(
@@ -331,24 +297,20 @@ def measure_service(
     top_k: int = 1,
     timeout_s: float = 30.0,
     progress: bool = False,
+    kind: RequestKind = "multipart",
+    model: str = "",
 ) -> LoadReport:
     """Load a running service for `duration_s` seconds and report throughput and latency."""
     payloads = load_images(images)
-    target = endpoint(url)
+    target = endpoint(url, kind, model)
+    options: dict[str, Any] = {"top_k": top_k, "timeout_s": timeout_s, "kind": kind}
+    options["model"] = model
     if warmup_requests:
         asyncio.run(
-            run_load(
-                target,
-                payloads,
-                1,
-                duration_s,
-                max_requests=warmup_requests,
-                top_k=top_k,
-                timeout_s=timeout_s,
-            )
+            run_load(target, payloads, 1, duration_s, max_requests=warmup_requests, **options)
         )
     return asyncio.run(
         run_load(
-            target, payloads, concurrency, duration_s, max_requests, top_k, timeout_s, progress
+            target, payloads, concurrency, duration_s, max_requests, progress=progress, **options
         )
     )
