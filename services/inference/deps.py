@@ -1,4 +1,8 @@
-"""FastAPI dependencies shared by the routers: the app's service and the bearer-token check."""
+"""FastAPI dependencies shared by the routers: the app's service and the bearer-token check.
+
+The token check depends on FastAPI's `HTTPBearer`, so the OpenAPI document names the bearer
+scheme on every guarded operation (`openapi.py` drops it again when no token is configured).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,33 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.inference.errors import UnauthorizedError
 from services.inference.service import InferenceService
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="`Authorization: Bearer <token>`, the service's AUTH_TOKEN.",
+)
 
 
 def get_service(request: Request) -> InferenceService:
     return request.app.state.service
 
 
-def require_token(request: Request) -> None:
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
     """401 unless `Authorization: Bearer <AUTH_TOKEN>` matches (when a token is configured)."""
     token = request.app.state.settings.auth_token
     if not token:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+    given = credentials.credentials.strip() if credentials else ""
+    # Bytes, not str: compare_digest refuses non-ASCII text, which a client may send.
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
         raise UnauthorizedError("missing or wrong bearer token (Authorization: Bearer <token>)")
 
 
