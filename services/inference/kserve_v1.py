@@ -160,7 +160,7 @@ def _image_bytes(item: Any, label: str) -> bytes:
         raise UnprocessableError(
             f"{label}: expected a base64 string, an object holding one, or a tensor (nested lists)"
         )
-    text = item.split(",", 1)[1] if item.startswith("data:") else item
+    text = item.partition(",")[2] if item.startswith("data:") else item
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -60,7 +60,7 @@ async def predict(request: Request, service: Service, name: str) -> dict[str, An
 
 
 @router.get("/{name}", response_model=kserve_v1.KServeV1ModelStatus, responses=_STATUS_ERRORS)
-async def model_status(service: Service, name: str) -> Any:
+async def model_status(service: Service, name: str) -> dict[str, Any] | JSONResponse:
     """Whether the model is ready: 200 `{"name", "ready": true}`, else 503 with `ready: false`."""
     slot = service.slot(name)
     if slot.ready and not service.draining:
