@@ -16,11 +16,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from services.inference import routes_ops, routes_v1, routes_v2
+from services.inference import routes_kserve, routes_ops, routes_v1, routes_v2
 from services.inference.dataplane import DataPlane, server_version
 from services.inference.errors import install_handlers
 from services.inference.metrics import Metrics
 from services.inference.middleware import BodyLimitMiddleware, ObservabilityMiddleware
+from services.inference.openapi import openapi_builder
 from services.inference.service import InferenceService
 from services.inference.settings import Settings
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Image classification with dynamic batching.
 
 * `POST /v1/predict`: multipart upload (`files`, one or many), returns the top-k classes.
+* KServe V1: `GET /v1/models`, `GET /v1/models/{name}`, `POST /v1/models/{name}:predict` with
+  `{"instances": [...]}`: base64 images or preprocessed (C, H, W) tensors.
 * Open Inference Protocol v2 (KServe, Triton): `/v2/models/{name}/infer` with an `input`
   tensor (FP32 or UINT8) or a BYTES `image` tensor of image files, as JSON or with the binary
   tensor data extension; the same protocol over gRPC on its own port.
@@ -77,8 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.fault_injection:
         app.include_router(routes_ops.admin)
     app.include_router(routes_v1.router)
+    app.include_router(routes_kserve.router)
     app.include_router(routes_v2.health)
     app.include_router(routes_v2.router)
+    app.openapi = openapi_builder(app, auth=bool(settings.auth_token))  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=routes_ops.STATIC_DIR), name="static")
     if assets is not None:
         app.mount(routes_ops.DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")

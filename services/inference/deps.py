@@ -1,4 +1,9 @@
-"""FastAPI dependencies shared by the routers: the app's service and the bearer-token check."""
+"""FastAPI dependencies shared by the routers: the app's service and the bearer-token check.
+
+The token check depends on FastAPI's `HTTPBearer`, so the OpenAPI document names the bearer
+scheme on every guarded operation (`openapi.py` drops it again when no token is configured).
+The gRPC adapter uses the same `token_matches`.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,32 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.inference.errors import UnauthorizedError
 from services.inference.service import InferenceService
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="`Authorization: Bearer <token>`, the service's AUTH_TOKEN.",
+)
 
 
 def get_service(request: Request) -> InferenceService:
     return request.app.state.service
 
 
-def require_token(request: Request) -> None:
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
     """401 unless `Authorization: Bearer <AUTH_TOKEN>` matches (when a token is configured)."""
     token = request.app.state.settings.auth_token
     if not token:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not token_matches(given, token):
+    given = credentials.credentials if credentials else ""
+    if not given or not token_matches(given, token):
         raise UnauthorizedError("missing or wrong bearer token (Authorization: Bearer <token>)")
 
 

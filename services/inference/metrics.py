@@ -22,7 +22,8 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 UNIT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 GRPC_ROUTE = "grpc"  # the route label of gRPC ModelInfer calls
-PREDICT_ROUTES = ("/v1/predict", "/v2/models/{name}/infer", GRPC_ROUTE)
+KSERVE_PREDICT_ROUTE = "/v1/models/{name}:predict"
+PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, "/v2/models/{name}/infer", GRPC_ROUTE)
 CODE_CLASSES = ("2xx", "4xx", "5xx")
 REJECT_REASONS = ("queue_full", "draining", "timeout")
 

@@ -13,12 +13,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from pydantic import BaseModel, Field
 
 from services.inference.deps import Authorized, Service
+from services.inference.schemas import Readiness
 
 STATIC_DIR = Path(__file__).parent / "static"
+# What generate_latest writes; prometheus_client's CONTENT_TYPE_LATEST names a newer version.
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 DOCS_ASSETS = "/docs-assets"
 
 router = APIRouter()
@@ -31,7 +34,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["probes"], responses={503: {"description": "not ready"}})
+@router.get(
+    "/readyz",
+    tags=["probes"],
+    responses={
+        200: {"model": Readiness, "description": "Ready."},
+        503: {"model": Readiness, "description": "Loading, or draining before shutdown."},
+    },
+)
 async def readyz(service: Service) -> JSONResponse:
     """Readiness: 503 until the main model is loaded and warmed, and while draining."""
     models = {
@@ -47,11 +57,27 @@ async def readyz(service: Service) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
-@router.get("/metrics", tags=["probes"])
-async def metrics(request: Request) -> Response:
+class PrometheusText(Response):
+    """The Prometheus text exposition format 0.0.4, which every Prometheus version scrapes."""
+
+    media_type = PROMETHEUS_TEXT
+
+
+@router.get(
+    "/metrics",
+    tags=["probes"],
+    response_class=PrometheusText,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format 0.0.4.",
+            "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def metrics(request: Request) -> PrometheusText:
     """Prometheus exposition of this app's registry."""
     registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return PrometheusText(generate_latest(registry))
 
 
 @router.get("/", include_in_schema=False)

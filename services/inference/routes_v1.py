@@ -1,4 +1,9 @@
-"""The v1 JSON API: `/v1/models` and `/v1/predict` (multipart upload of one or many images)."""
+"""slipway's v1 API: `/v1/models` and `/v1/predict` (multipart upload of one or many images).
+
+`GET /v1/models` answers KServe V1's list (`models`: the served names) and slipway's details of
+each model beside it, so a KServe client and the web page read the same route. The KServe V1
+model routes (`/v1/models/{name}`, `:predict`) are in `routes_kserve`.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ _MULTIPART_BODY = {
                     "properties": {
                         "files": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {"type": "string", "format": "binary"},
                             "description": "One or more image files (field repeated).",
                         }
@@ -42,14 +48,15 @@ _MULTIPART_BODY = {
 
 @router.get("/models", response_model=ModelsResponse, responses=ERRORS)
 async def list_models(service: Service) -> dict[str, Any]:
-    """Served models with version, alias, classes, architecture, metrics and dataset."""
-    models = []
+    """Served model names (KServe V1), the default one, and each one's version, alias,
+    classes, architecture, metrics and dataset (`details`)."""
+    details = []
     for slot in service.slots.values():
         if slot.current is not None:
-            models.append({**slot.current.about(), "ready": True})
+            details.append({**slot.current.about(), "ready": True})
         else:
-            models.append({"name": slot.name, "ready": False, "source": slot.source.source})
-    return {"default": service.main.name, "models": models}
+            details.append({"name": slot.name, "ready": False, "source": slot.source.source})
+    return {"models": list(service.slots), "default": service.main.name, "details": details}
 
 
 @router.post(

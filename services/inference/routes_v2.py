@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from services.inference.dataplane import DataPlane
 from services.inference.deps import Authorized
+from services.inference.kserve_v1 import EXAMPLE_PNG_B64 as EXAMPLE
 from services.inference.oip_rest import BINARY_MEDIA, encode_response, read_request
 from services.inference.routes_v1 import ERRORS
 from services.inference.schemas import (
@@ -85,7 +86,14 @@ _INFER_DOC: dict[str, Any] = {
         "announced by `binary_data_size` (little-endian, row-major; BYTES elements as a 4-byte "
         "length and the bytes). Bodies may be gzip- or deflate-encoded.",
         "content": {
-            "application/json": {"schema": {"$ref": _SCHEMAS + InferenceRequest.__name__}},
+            "application/json": {
+                "schema": {"$ref": _SCHEMAS + InferenceRequest.__name__},
+                "example": {
+                    "inputs": [
+                        {"name": "image", "shape": [1], "datatype": "BYTES", "data": [EXAMPLE]}
+                    ]
+                },
+            },
             BINARY_MEDIA: _BINARY,
         },
     },

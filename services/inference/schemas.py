@@ -17,6 +17,14 @@ class ErrorBody(BaseModel):
     error: str
 
 
+class Readiness(BaseModel):
+    status: str = Field(description="ready, loading or draining.")
+    models: dict[str, str | None] = Field(description="Loaded version of each served model.")
+    errors: dict[str, str] | None = Field(
+        default=None, description="Why a model is not loaded yet."
+    )
+
+
 class ClassScore(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -41,8 +49,11 @@ class PredictResponse(BaseModel):
 
 
 class ModelsResponse(BaseModel):
-    default: str
-    models: list[dict[str, Any]]
+    models: list[str] = Field(description="Served model names (KServe V1 list models).")
+    default: str = Field(description="The model `/v1/predict` uses without `?model=`.")
+    details: list[dict[str, Any]] = Field(
+        description="Per model: name, ready, version, alias, classes, arch, metrics, dataset."
+    )
 
 
 # Open Inference Protocol v2 ------------------------------------------------------------------

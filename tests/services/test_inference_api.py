@@ -45,7 +45,8 @@ def test_models_describe_the_loaded_versions(client: TestClient, trained_model: 
     card = load_card(trained_model)
     body = client.get("/v1/models").json()
     assert body["default"] == card.name
-    main, staging = body["models"]
+    assert body["models"] == [card.name, f"{card.name}-staging"]
+    main, staging = body["details"]
     assert main["name"] == card.name and staging["name"] == f"{card.name}-staging"
     assert main["classes"] == card.classes
     assert main["arch"] == card.arch
@@ -245,7 +246,7 @@ def test_a_missing_staging_model_does_not_block_readiness(
     settings = settings_for(trained_model, staging_source=str(tmp_path / "nowhere"))
     with ready_client(settings, all_models=False) as c:
         name = c.get("/v1/models").json()["default"]
-        models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        models = {m["name"]: m for m in c.get("/v1/models").json()["details"]}
         assert models[f"{name}-staging"]["ready"] is False
         staging = c.get(f"/v2/models/{name}-staging/ready")
         assert staging.status_code == 503 and staging.json()["ready"] is False

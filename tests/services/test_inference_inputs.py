@@ -108,6 +108,93 @@ def test_streamed_upload_over_the_limit_is_413(client: TestClient, png_bytes: by
     assert response.status_code == 413 and "limit" in response.json()["error"]
 
 
+def test_empty_multipart_body_is_422(client: TestClient) -> None:
+    """The body the OpenAPI document must not call valid: a multipart body with no part."""
+    response = client.post(
+        "/v1/predict",
+        content=b"--xyz--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code == 422 and "files" in response.json()["error"]
+
+
+def _b64(payload: bytes) -> str:
+    return base64.b64encode(payload).decode()
+
+
+def _kserve_cases(png: bytes, shape: tuple[int, int, int]) -> list[tuple[object, int, str]]:
+    """(body, status, words in the error) for `POST /v1/models/{name}:predict`."""
+    c, h, w = shape
+    zeros = np.zeros(shape).tolist()
+    ragged = [[[0.0] * w] * (h - 1) + [[0.0] * (w - 1)]] * c
+    return [
+        (b"{not json", 400, "not valid JSON"),
+        (b"\xff\xfe\x00\x81", 400, "not valid JSON"),
+        (b"[" * 50_000 + b"]" * 50_000, 400, "not valid JSON"),
+        ([1, 2], 422, "JSON object"),
+        ({}, 422, "exactly one of"),
+        ({"instances": [_b64(png)], "inputs": [_b64(png)]}, 422, "exactly one of"),
+        ({"instances": "abc"}, 422, "non-empty list"),
+        ({"instances": []}, 422, "non-empty list"),
+        ({"instances": [1]}, 422, "instances[0]"),
+        ({"instances": [None]}, 422, "instances[0]"),
+        ({"instances": [{"image": 5}]}, 422, "instances[0].image"),
+        ({"instances": [{"image": {"b64": 5}}]}, 422, "instances[0].image"),
+        ({"instances": [{"picture": _b64(png)}]}, 422, "exactly one of"),
+        ({"instances": [{"image": _b64(png), "b64": _b64(png)}]}, 422, "exactly one of"),
+        ({"instances": ["@@not base64@@"]}, 400, "base64"),
+        ({"instances": [_b64(b"plain text")]}, 415, "not a decodable image"),
+        ({"instances": [""]}, 400, "empty"),
+        ({"instances": ["data:image/png;base64"]}, 400, "empty"),
+        ({"instances": [_b64(png[: len(png) // 2])]}, 400, "truncated"),
+        ({"instances": [_b64(_png((1_500, 1_000)))]}, 413, "pixels"),
+        ({"instances": [{"b64": _b64(_bomb())}]}, 413, "pixels"),
+        ({"instances": [[[[0.0]]]]}, 400, "shape"),
+        ({"instances": [np.zeros((c, h + 1, w)).tolist()]}, 400, "shape"),
+        ({"instances": [ragged]}, 400, "ragged"),
+        ({"instances": [[[["x"] * w] * h] * c]}, 400, "numbers only"),
+        ({"instances": [[[[True] * w] * h] * c]}, 400, "numbers only"),
+        ({"instances": [[[[10**30] * w] * h] * c]}, 400, "numbers only"),
+        ({"instances": [[[[1e39] * w] * h] * c]}, 400, "float32"),
+        (b'{"instances": [' + json.dumps(zeros).replace("0.0", "NaN", 1).encode() + b"]}", 400,
+         "NaN"),
+        ({"instances": [zeros, _b64(png)]}, 400, "mix"),
+        ({"instances": [_b64(png)] * 257}, 413, "limit"),
+    ]  # fmt: skip
+
+
+def test_kserve_v1_bad_requests(client: TestClient, png_bytes: bytes, trained_model: Path) -> None:
+    name = client.get("/v1/models").json()["default"]
+    url = f"/v1/models/{name}:predict"
+    shape = load_card(trained_model).transform.input_shape
+    for n, (body, status, words) in enumerate(_kserve_cases(png_bytes, shape)):
+        if isinstance(body, bytes):
+            response = client.post(url, content=body, headers={"Content-Type": "application/json"})
+        else:
+            response = client.post(url, json=body)
+        error = response.json().get("error", "")
+        assert (response.status_code, words in error) == (status, True), (n, error)
+    wrong_type = client.post(url, content=b"{}", headers={"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415 and "application/json" in wrong_type.json()["error"]
+    too_big = client.post(url, json={"instances": ["A" * LIMIT]})
+    assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
+    assert client.post("/v1/models/nope:predict", json={"instances": [""]}).status_code == 404
+    assert client.get("/v1/models/nope").status_code == 404
+    assert client.get(f"/v1/models/{name}:predict").status_code == 404
+    refused = client.put(url, json={})
+    assert refused.status_code == 405 and refused.headers["allow"] == "POST"
+    text = client.get("/metrics").text
+    assert metric_value(text, "slipway_inference_requests_total", code="5xx") == 0
+
+
+def test_odd_bearer_tokens_are_401(trained_model: Path) -> None:
+    with ready_client(settings_for(trained_model, auth_token="s3cret")) as c:
+        for value in ("Bearer s\u00e9cret", "Bearer", "Basic czNjcmV0", "Bearer  ", "s3cret"):
+            response = c.get("/v1/models", headers={"Authorization": value.encode("latin-1")})
+            assert response.status_code == 401, (value, response.text)
+        assert c.get("/v1/models", headers={"Authorization": "Bearer  s3cret "}).status_code == 200
+
+
 def _infer(client: TestClient, inputs: list[dict], **extra) -> tuple[int, str]:
     name = client.get("/v1/models").json()["default"]
     response = client.post(f"/v2/models/{name}/infer", json={"inputs": inputs, **extra})

@@ -33,7 +33,7 @@ def _eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 def _version(client: TestClient) -> str:
-    return client.get("/v1/models").json()["models"][0].get("version", "")
+    return client.get("/v1/models").json()["details"][0].get("version", "")
 
 
 def _predict(client: TestClient, png: bytes) -> dict:
@@ -74,7 +74,7 @@ def test_registry_alias_readiness_reload_and_refusal(
         wait_ready(client)
         assert _version(client) == first
         assert _predict(client, png_bytes)["version"] == first
-        about = client.get("/v1/models").json()["models"][0]
+        about = client.get("/v1/models").json()["details"][0]
         assert about["name"] == NAME and about["alias"] == "production"
 
         second = register_version(uri, NAME, trained_model, "production", artifacts)
@@ -111,7 +111,7 @@ def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes:
         card_path.write_text(json.dumps(card))
         _eventually(lambda: _version(client) not in ("", before), timeout=30)
         after = _version(client)
-        assert client.get("/v1/models").json()["models"][0]["metrics"]["note"] == 1.0
+        assert client.get("/v1/models").json()["details"][0]["metrics"]["note"] == 1.0
         assert _predict(client, png_bytes)["version"] == after
 
         (model_copy / "model.onnx").write_bytes(b"garbage")

@@ -20,11 +20,14 @@ def test_the_package_reports_the_pyproject_version() -> None:
     assert slipway.__version__ == VERSION
 
 
-def test_images_and_chart_follow_it() -> None:
+def test_images_chart_and_kserve_runtime_follow_it() -> None:
     assert TRAIN_IMAGE.endswith(f":{VERSION}")
     assert SERVE_IMAGE.endswith(f":{VERSION}")
     chart = yaml.safe_load((ROOT / "charts/inference/Chart.yaml").read_text())
     assert chart["appVersion"] == VERSION
+    kserve = yaml.safe_load((ROOT / "k8s/kserve/kustomization.yaml").read_text())
+    (image,) = kserve["images"]
+    assert f"{image['name']}:{image['newTag']}" == SERVE_IMAGE
 
 
 def test_the_makefile_tags_images_with_it() -> None:
@@ -42,7 +45,7 @@ def test_no_other_file_writes_the_version_down() -> None:
     tracked = subprocess.run(
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    allowed = {"pyproject.toml", "charts/inference/Chart.yaml"}
+    allowed = {"pyproject.toml", "charts/inference/Chart.yaml", "k8s/kserve/kustomization.yaml"}
     pattern = re.compile(rf"(?<![\d.]){re.escape(VERSION)}(?![\d.])")
     found = []
     for name in tracked:

@@ -21,13 +21,13 @@ async function loadModels() {
     if (!response.ok) throw new Error(body.error || response.statusText);
     const select = $("which");
     select.innerHTML = "";
-    for (const m of body.models) {
+    for (const m of body.details) {
       const option = document.createElement("option");
       option.value = m.name;
       option.textContent = m.ready ? `${m.name} (version ${m.version})` : `${m.name} (loading)`;
       select.appendChild(option);
     }
-    const main = body.models.find((m) => m.name === body.default) || body.models[0];
+    const main = body.details.find((m) => m.name === body.default) || body.details[0];
     $("model").textContent = main && main.ready
       ? `${main.name} · version ${main.version} · ${main.arch} · ${main.classes.length} classes`
       : "model is loading…";
