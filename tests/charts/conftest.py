@@ -6,16 +6,17 @@ from typing import Any
 
 import pytest
 
-from tests.charts.render import KUBE_VERSIONS, render_docs, scenario_values, template
+from tests.charts.render import KUBE_VERSIONS, render_docs, render_scenario_text
 
 
 class Rendered:
-    """One scenario rendered for one Kubernetes version: the manifest text and its objects."""
+    """One scenario rendered for one Kubernetes version and the APIs it declares: the manifest
+    text and its objects."""
 
     def __init__(self, scenario: str, kube_version: str) -> None:
         self.scenario = scenario
         self.kube_version = kube_version
-        self.text = template([scenario_values(scenario)], kube_version=kube_version).stdout
+        self.text = render_scenario_text(scenario, kube_version)
         self.docs: list[dict[str, Any]] = render_docs(self.text)
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:

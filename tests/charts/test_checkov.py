@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.charts.render import REPO, SCENARIOS, render_docs, scenario_values, template, tool
+from tests.charts.render import REPO, SCENARIOS, render_docs, render_scenario_text, tool
 from tests.charts.validate import load_manifests
 
 # Reasons, also in README.md; anything else checkov reports fails the test.
@@ -49,7 +49,7 @@ def run_checkov(folder: Path) -> dict[str, Any]:
 def test_checkov_finds_nothing_unexplained(tmp_path: Path) -> None:
     workloads: set[str] = set()
     for scenario in SCENARIOS:
-        text = template([scenario_values(scenario)]).stdout
+        text = render_scenario_text(scenario)
         workloads |= pod_owners(render_docs(text))
         (tmp_path / f"chart-{scenario}.yaml").write_text(text)
     build = subprocess.run(

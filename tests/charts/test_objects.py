@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from tests.charts.objects import FULLNAME, env_of, find, kinds, render
-from tests.charts.render import CHART, RELEASE, SCENARIOS, helm, render_docs, template
+from tests.charts.render import (
+    CHART,
+    CUSTOM_METRICS_API,
+    RELEASE,
+    SCENARIOS,
+    helm,
+    render_docs,
+    template,
+)
 
 # Volume types the "restricted" Pod Security Standard allows.
 RESTRICTED_VOLUMES = {
@@ -152,10 +160,14 @@ def test_config_reaches_the_service_as_its_settings() -> None:
 
 
 def test_defaults_autoscale_the_deployment_with_cpu_and_a_pod_metric(render_scenario) -> None:
+    """The HPA of the defaults; the per-pod metric where the cluster serves custom metrics."""
     rendered = render_scenario("defaults")
-    deployment = rendered.one("Deployment", FULLNAME)
+    bare = [m["type"] for m in rendered.one("HorizontalPodAutoscaler")["spec"]["metrics"]]
+    assert bare == ["Resource"]
+    docs = render_docs(template(api_versions=[CUSTOM_METRICS_API]).stdout)
+    deployment = find(docs, "Deployment")
     assert "replicas" not in deployment["spec"]  # the HPA owns the count
-    hpa = rendered.one("HorizontalPodAutoscaler")
+    hpa = find(docs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == (

@@ -7,10 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.charts.render import CHART, KUBE_VERSIONS, SCENARIOS, helm, scenario_values
+from tests.charts.render import (
+    CHART,
+    KUBE_VERSIONS,
+    PROMETHEUS_RULE_API,
+    SCENARIOS,
+    helm,
+    scenario_values,
+)
 from tests.charts.validate import crd_errors, crd_schema_path, kubernetes_validate
 
-EXPECTED_SCENARIOS = {"defaults", "gpu", "keda", "full-monitoring", "pvc-model", "drift"}
+EXPECTED_SCENARIOS = {
+    "defaults", "bare-cluster", "gpu", "keda", "full-monitoring", "pvc-model", "drift",
+}  # fmt: skip
 
 
 def test_every_install_scenario_has_a_values_file() -> None:
@@ -75,5 +84,8 @@ def test_packaged_chart_carries_alerts_and_dashboards_not_ci(tmp_path: Path) -> 
     assert "inference/files/dashboards/model.json" in names
     assert "inference/RUNBOOK.md" in names and "inference/values.schema.json" in names
     assert not [name for name in names if name.startswith("inference/ci/")]
-    rendered = helm("template", "slipway", str(archive), "--set", "prometheusRule.enabled=true")
+    rendered = helm(
+        "template", "slipway", str(archive), "--set", "prometheusRule.enabled=true",
+        "--api-versions", PROMETHEUS_RULE_API,
+    )  # fmt: skip
     assert "kind: PrometheusRule" in rendered.stdout

@@ -137,7 +137,7 @@ replicas append to or rotate the same file; in an emptyDir the file name is fixe
 
 {{/* Name of the HPA that scales the Deployment: KEDA creates its own. */}}
 {{- define "inference.hpaName" -}}
-{{- if .Values.keda.enabled }}
+{{- if include "inference.keda.enabled" . }}
 {{- printf "keda-hpa-%s" (include "inference.fullname" .) }}
 {{- else }}
 {{- include "inference.fullname" . }}

@@ -8,7 +8,7 @@ invalid combination fails `helm install` / `helm template` with a clear message.
 {{- if le (float64 .Values.terminationGracePeriodSeconds) (addf $pause $drain) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds (%v) + server.drainSeconds (%v)" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds .Values.server.drainSeconds) }}
 {{- end }}
-{{- if and .Values.autoscaling.enabled (not .Values.keda.enabled) (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- if and (include "inference.hpa.enabled" .) (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
 {{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) }}
@@ -17,7 +17,7 @@ invalid combination fails `helm install` / `helm template` with a clear message.
 {{- if and .Values.drift.enabled (gt (int .Values.drift.minRecords) (int .Values.drift.window)) }}
 {{- fail (printf "drift.minRecords (%v) must not exceed drift.window (%v): the window would never be judged" .Values.drift.minRecords .Values.drift.window) }}
 {{- end }}
-{{- if and .Values.autoscaling.enabled (not .Values.keda.enabled) (not .Values.autoscaling.customMetric.enabled) (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage) }}
-{{- fail "autoscaling needs a metric: set autoscaling.targetCPUUtilizationPercentage or autoscaling.customMetric.enabled" }}
+{{- if and (include "inference.hpa.enabled" .) (not (include "inference.customMetric.enabled" .)) (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage) }}
+{{- fail (printf "autoscaling needs a metric: set autoscaling.targetCPUUtilizationPercentage, or autoscaling.customMetric.enabled to true (it is %v; auto needs %s served)" .Values.autoscaling.customMetric.enabled (include "inference.api.customMetrics" .)) }}
 {{- end }}
 {{- end }}
