@@ -16,7 +16,6 @@ from slipway.registry.client import (
     Registry,
     RegistryError,
     absolute_tracking_uri,
-    parse_ref,
 )
 
 POLICY = PromotionPolicy(accuracy_margin=0.0, max_p95_latency_ms=50.0, min_accuracy=0.5)
@@ -51,14 +50,6 @@ def test_margin_allows_a_slightly_worse_candidate() -> None:
     assert decide(0.80, 3.0, POLICY, 0.80, "1").promote
 
 
-def test_parse_ref() -> None:
-    assert parse_ref("fashion@production") == ("fashion", "production", "")
-    assert parse_ref("fashion/3") == ("fashion", "", "3")
-    assert parse_ref("fashion") == ("fashion", "", "")
-    with pytest.raises(RegistryError, match="version must be a number"):
-        parse_ref("fashion/latest")
-
-
 def test_relative_sqlite_uri_becomes_absolute(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     uri = absolute_tracking_uri("sqlite:///sub/mlflow.db")
@@ -88,7 +79,7 @@ def _register(registry: Registry, name: str, model: Path, scan) -> str:
     return registry.register(name, model, run_id, tags)
 
 
-def test_registered_version_is_a_model_folder_with_lineage(
+def test_registered_version_is_an_mlflow_model_and_a_model_folder_with_lineage(
     registry: Registry, trained_model: Path, scan, tmp_path: Path
 ) -> None:
     version = _register(registry, "folder", trained_model, scan)
@@ -96,13 +87,24 @@ def test_registered_version_is_a_model_folder_with_lineage(
     assert registry.alias_version("folder", PRODUCTION) is None
     folder = registry.download("folder@staging", tmp_path / "dl")
     names = {p.name for p in folder.iterdir()}
-    assert {"model_card.json", "model.onnx", "model.ts", "reference.json", "report.json"} <= names
-    tags = registry.describe(f"folder/{version}")["tags"]
+    expected = {"model_card.json", "model.onnx", "model.ts", "reference.json", "report.json"}
+    assert expected | {"MLmodel", "confusion_matrix.png", "requirements.txt", "code"} <= names
+    info = registry.describe(f"folder/{version}")
+    assert info["format"] == "mlflow-model" and info["source"] == f"models:/{info['model_id']}"
     report = json.loads((trained_model / "report.json").read_text())
+    metrics = info["metrics"]
+    assert metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
+    assert metrics["latency_b1_p95_ms"] > 0
+    assert not [key for key in info["tags"] if key.startswith(("metric.", "param."))]
+    assert info["params"]["arch"] == "resnet18" and info["params"]["epochs"] == "2"
+    tags = info["tags"]
     assert tags["dataset_fingerprint"] == scan.fingerprint
-    assert float(tags["metric.test_accuracy"]) == pytest.approx(report["accuracy"], abs=1e-6)
     assert tags["git_commit"] == "abc" and tags["pipeline_run_id"] == "p-1"
-    assert float(tags["metric.latency_b1_p95_ms"]) > 0
+    run = registry.client.get_run(info["run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.digest == scan.fingerprint[:32]
+    assert json.loads(dataset.dataset.profile)["test"] == scan.counts()["test"]
     assert registry.list_models()[0]["name"] == "folder"
 
 
