@@ -101,11 +101,19 @@ def download(
 def _process_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's SQL registry store looks up the logged model of a `models:/<model_id>` source
     with a default client, i.e. through the process-wide tracking URI; point that at this
-    registry for the call, and back."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    registry for the call, then put back exactly what was there (MLflow's own setter also
+    rewrites the MLFLOW_TRACKING_URI variable)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
 
-    with _use_tracking_uri(uri):
+    saved, saved_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
         yield
+    finally:
+        mlflow.set_tracking_uri(saved)
+        if saved_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 class Registry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,15 @@ def _register(registry: Registry, name: str, model: Path, scan) -> str:
 
 
 def test_registered_version_is_an_mlflow_model_and_a_model_folder_with_lineage(
-    registry: Registry, trained_model: Path, scan, tmp_path: Path
+    registry: Registry, trained_model: Path, scan, tmp_path: Path, monkeypatch
 ) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     version = _register(registry, "folder", trained_model, scan)
+    # registering leaves the process-wide MLflow settings as they were
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
+    assert mlflow.get_tracking_uri() == "sqlite:///elsewhere.db"
     assert str(registry.alias_version("folder", STAGING).version) == version
     assert registry.alias_version("folder", PRODUCTION) is None
     folder = registry.download("folder@staging", tmp_path / "dl")
