@@ -48,7 +48,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-HEADLINE = ("test_accuracy", "test_macro_f1", "test_ece", "val_accuracy", "latency_b1_p95_ms")
+HEADLINE = ("test_accuracy", "test_macro_f1", "test_ece", "best_val_accuracy", "latency_b1_p95_ms")
 
 
 def _accuracy(value: float | None) -> str:

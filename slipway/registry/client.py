@@ -37,6 +37,7 @@ HISTORY_TAG = "slipway.production_history"
 LAST_ROLLBACK_TAG = "slipway.last_rollback"
 HISTORY_LIMIT = 100
 LEGACY_METRIC = "metric."
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -178,6 +179,13 @@ class Registry:
                 tags=text,
                 model_id=logged.model_id,
             )
+        # The link the MLflow UI shows on the logged model ("Model versions"), as mlflow's own
+        # register_model writes it.
+        registered = json.loads(logged.tags.get(MODEL_VERSIONS_TAG, "[]"))
+        registered.append({"name": name, "version": str(version.version)})
+        self.client.set_logged_model_tags(
+            logged.model_id, {MODEL_VERSIONS_TAG: json.dumps(registered)}
+        )
         self.client.set_registered_model_alias(name, STAGING, version.version)
         log.info("registered %s version %s (alias %s)", name, version.version, STAGING)
         return str(version.version)

@@ -30,6 +30,7 @@ from slipway.contract.mlmodel import CODE_DIR, MLMODEL_FILE, PYFUNC_LOADER
 from slipway.errors import ModelError
 from slipway.pyfunc import INPUT_COLUMN
 from slipway.registry.tracking import (
+    EPOCH_METRICS,
     confusion_matrix_png,
     dataset_digest,
     dataset_name,
@@ -184,7 +185,10 @@ def save_model(path: Path, model_dir: Path, mlflow_model: Any, example: bytes | 
 def model_metrics(model_dir: Path) -> dict[str, float]:
     """The card's metrics, the report's test metrics and the export measurements."""
     card = load_card(model_dir)
-    metrics: dict[str, float] = {k: float(v) for k, v in card.metrics.items()}
+    # The run's per-epoch curves keep their keys; the model gets the chosen epoch's as best_*.
+    metrics: dict[str, float] = {
+        (f"best_{k}" if k in EPOCH_METRICS else k): float(v) for k, v in card.metrics.items()
+    }
     report_path = model_dir / REPORT_JSON
     if report_path.is_file():
         report = json.loads(report_path.read_text())

@@ -119,6 +119,7 @@ def test_the_version_is_an_mlflow_model_with_signature_metrics_dataset_and_linea
     assert metrics["test_accuracy"].dataset_name == "fashion-mnist"
     assert metrics["onnx_max_abs_diff"].value <= 1e-3 and metrics["latency_b1_p95_ms"].value > 0
     assert logged.params["arch"] == "resnet18" and logged.params["epochs"] == "1"
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": NAME, "version": "1"}]
 
     run_info = registry.client.get_run(version.run_id)
     assert run_info.data.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
