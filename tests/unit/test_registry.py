@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from slipway.config.promotion import PromotionPolicy
+from slipway.errors import SlipwayError
 from slipway.promotion.gate import gate
 from slipway.promotion.rule import Decision, decide
 from slipway.registry.client import (
@@ -189,3 +190,48 @@ def test_unknown_names_give_registry_errors(registry: Registry) -> None:
     with pytest.raises(RegistryError):
         registry.get("nope@production")
     assert isinstance(Decision(True, "x").label, str)
+
+
+def test_the_model_carries_all_the_slipway_code_its_pyfunc_needs(
+    registry: Registry, trained_model: Path, scan, tmp_path: Path
+) -> None:
+    """The pyfunc loader imports from the model's own `code/`, and nothing with torch or MLflow."""
+    import subprocess
+    import sys
+
+    version = _register(registry, "carried", trained_model, scan)
+    root = registry.download(f"carried/{version}", tmp_path / "dl")
+    code = root / "code"
+    probe = (
+        "import sys, json\n"
+        f"sys.path.insert(0, {str(code)!r})\n"
+        "import slipway.pyfunc\n"
+        f"model = slipway.pyfunc._load_pyfunc({str(root)!r})\n"
+        "files = [m.__file__ for n, m in sys.modules.items() if n.startswith('slipway')]\n"
+        "heavy = [n for n in ('torch', 'mlflow', 'kfp') if n in sys.modules]\n"
+        "print(json.dumps({'files': files, 'heavy': heavy, 'classes': model.classes}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout)
+    assert loaded["files"] and all(f.startswith(str(code)) for f in loaded["files"]), loaded
+    assert loaded["heavy"] == []
+    assert loaded["classes"] == scan.classes
+
+
+def test_a_local_folder_is_registered_as_staging_with_its_metrics(
+    registry: Registry, trained_model: Path
+) -> None:
+    from slipway.registry.lineage import register_from
+
+    version = register_from(registry, str(trained_model), "from-folder")
+    info = registry.describe(f"from-folder/{version}")
+    assert info["aliases"] == [STAGING] and info["format"] == "mlflow-model"
+    assert info["tags"]["registered_from"] == str(trained_model)
+    report = json.loads((trained_model / "report.json").read_text())
+    assert info["metrics"]["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
+    with pytest.raises(SlipwayError, match="holds neither an MLmodel nor a model_card"):
+        register_from(registry, str(trained_model / "checkpoints"), "from-folder")
