@@ -22,6 +22,7 @@ from slipway.data.scan import DatasetScan, SplitFractions, scan_dataset
 from slipway.errors import DataError
 from slipway.registry.client import Registry
 from slipway.registry.lineage import split_fingerprint
+from slipway.registry.ref import ModelRef, RefKind
 
 if TYPE_CHECKING:
     from slipway.training.trainjob import TrainJobSpec
@@ -268,11 +269,13 @@ def register_step(
     tags = {**version_tags(model_dir, scan, lineage), "mlflow_run_id": run_id}
     version = registry.register(model_name, model_dir, run_id, tags, example_image(scan))
     decision = gate(registry, model_name, version, model_dir, scan, policy)
-    registry.client.set_tag(run_id, "registered_version", f"{model_name}/{version}")
+    registered = ModelRef(RefKind.VERSION, name=model_name, version=version)
+    registry.client.set_tag(run_id, "registered_version", str(registered))
     registry.client.set_tag(run_id, "promotion_decision", decision.label)
     return {
         "model_name": model_name,
         "version": version,
+        "model_uri": str(registered),
         "decision": decision.label,
         "reason": decision.reason,
         "production_version": decision.production_version,

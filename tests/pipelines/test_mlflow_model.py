@@ -122,6 +122,7 @@ def test_the_version_is_an_mlflow_model_with_signature_metrics_dataset_and_linea
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": NAME, "version": "1"}]
 
     run_info = registry.client.get_run(version.run_id)
+    assert run_info.data.tags["registered_version"] == f"models:/{NAME}/1"  # a ModelRef
     assert run_info.data.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
     assert model_id in {output.model_id for output in run_info.outputs.model_outputs}
     (dataset,) = run_info.inputs.dataset_inputs
