@@ -101,9 +101,11 @@ class ModelSource:
         # The model or run id keeps two registries (a fresh `make run`, another cluster) that
         # both have a "version 1" from sharing one cache entry.
         unique = resolved.model_id or resolved.run_id[:12]
-        key = f"{resolved.version}-{unique}" if unique and unique != resolved.version else ""
+        key = resolved.version
+        if unique and unique not in key:
+            key = f"{key}-{unique}"
         group = resolved.registered_name or self.ref.kind.value
-        target = self.cache_dir / _safe(group) / _safe(key or resolved.version)
+        target = self.cache_dir / _safe(group) / _safe(key)
         if (target / CARD_FILE).is_file():
             return target
         partial = target.with_name(target.name + ".partial")
