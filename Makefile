@@ -17,8 +17,8 @@ SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: help run demo-data test lint format venv clean tools base-image images test-images \
-	bench-serving grpc-stubs
+.PHONY: help run demo-data mlflow-ui test lint format venv clean tools base-image images \
+	test-images bench-serving grpc-stubs
 .DEFAULT_GOAL := help
 
 ## help: list the targets with what each does (the default goal)
@@ -57,6 +57,11 @@ run: demo-data $(VENV)/.installed-run
 	SLIPWAY_DRAIN_SECONDS=0 exec $(SLIPWAY) serve --model $(SERVE_SOURCE) \
 	  --tracking-uri $(MLFLOW_URI) --host $(SERVE_HOST) --port $(SERVE_PORT) \
 	  --prediction-log $(WORK)/predictions.jsonl
+
+## mlflow-ui: the MLflow UI on make run's database at 127.0.0.1:5000: models, metrics, datasets, lineage
+MLFLOW_UI_PORT ?= 5000
+mlflow-ui: $(VENV)/.installed-run
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_URI) --host 127.0.0.1 --port $(MLFLOW_UI_PORT)
 
 ## demo-data: install the Fashion-MNIST demo data package when it is missing (make run does)
 demo-data:

@@ -71,15 +71,15 @@ def pipeline(data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]
     experiment = _experiment(data, work, args)
     params = {**run_arguments(experiment), "checkpoint_root": str(work / "checkpoints")}
     out = run_local(params, work / "root", log_file=work / "pipeline.log")
-    tags = Registry(experiment.tracking.uri).describe(f"slipway-classifier/{out['version']}")[
-        "tags"
+    metrics = Registry(experiment.tracking.uri).describe(f"slipway-classifier/{out['version']}")[
+        "metrics"
     ]
     return {
         "seconds": out["seconds"],
-        "test_accuracy": float(tags["metric.test_accuracy"]),
-        "onnx_max_abs_diff": float(tags["metric.onnx_max_abs_diff"]),
-        "latency_b1_p95_ms": float(tags["metric.latency_b1_p95_ms"]),
-        "latency_b8_p95_ms": float(tags["metric.latency_b8_p95_ms"]),
+        "test_accuracy": metrics["test_accuracy"],
+        "onnx_max_abs_diff": metrics["onnx_max_abs_diff"],
+        "latency_b1_p95_ms": metrics["latency_b1_p95_ms"],
+        "latency_b8_p95_ms": metrics["latency_b8_p95_ms"],
         "decision": out["decision"],
     }
 

@@ -1,4 +1,5 @@
-"""register_model: an MLflow model version with lineage, alias staging, then the promotion gate."""
+"""register_model: the model as an MLflow model version with lineage, alias staging, then the
+promotion gate."""
 
 from typing import NamedTuple
 
@@ -20,7 +21,11 @@ def register_model(
     pipeline_run_id: str = "",
     git_commit: str = "",
 ) -> NamedTuple("RegisterOutputs", [("version", str), ("decision", str), ("reason", str)]):
-    """Register the model folder and move `production` only if the gate allows it.
+    """Log the model folder as an MLflow model, register it, and move `production` only if the
+    gate allows it.
+
+    The version is an MLflow LoggedModel of the training run (onnx and pyfunc flavors,
+    signature, input example, test metrics, the dataset as a run input) with the folder's files.
 
     The candidate is compared with the current production version on the same test split
     (re-evaluating production when it was measured on other test data). It is promoted if its
@@ -34,7 +39,7 @@ def register_model(
         model_config: The experiment's `model` section (the registered model name).
         promotion: The experiment's `promotion` section (`PromotionPolicy`).
         tracking: The experiment's `tracking` section (MLflow URI and experiment).
-        mlflow_run_id: MLflow run whose artifacts become the version.
+        mlflow_run_id: MLflow run the model is logged to and registered from.
         pipeline_run_id: KFP run id, recorded on the version.
         git_commit: Source revision, recorded on the version.
     """

@@ -12,11 +12,13 @@ import os
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings
 
 from slipway.config.env import check_environment
 from slipway.config.experiment import describe_errors
 from slipway.errors import ConfigError
+from slipway.registry.ref import ModelRef, ModelRefError
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -32,3 +34,12 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         return cls(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, "invalid setting")) from None
+
+
+def check_model_ref(value: str) -> ModelRef:
+    """A setting's model reference, parsed; a malformed one is a field error carrying the one
+    malformed-reference message (`slipway.registry.ref.ModelRefError`)."""
+    try:
+        return ModelRef.parse(value)
+    except ModelRefError as exc:
+        raise PydanticCustomError("model_ref", "{message}", {"message": str(exc)}) from None

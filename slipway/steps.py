@@ -22,6 +22,7 @@ from slipway.data.scan import DatasetScan, SplitFractions, scan_dataset
 from slipway.errors import DataError
 from slipway.registry.client import Registry
 from slipway.registry.lineage import split_fingerprint
+from slipway.registry.ref import ModelRef, RefKind
 
 if TYPE_CHECKING:
     from slipway.training.trainjob import TrainJobSpec
@@ -112,6 +113,7 @@ def train_step(
     from slipway.registry.tracking import (
         RUN_ID_FILE,
         EpochLogger,
+        log_dataset,
         log_experiment,
         log_params,
         start_or_resume_run,
@@ -149,6 +151,7 @@ def train_step(
         registry.client.set_terminated(run_id, status="FAILED")
         raise
     logger.backfill(result.history)
+    log_dataset(registry.client, run_id, result.card.dataset, "training")
     shutil.copytree(work / "model", model_dir, dirs_exist_ok=True)
     registry.client.set_terminated(run_id, status="FINISHED")
     if not keep_work_dir:
@@ -215,11 +218,12 @@ def export_step(
 def version_tags(
     model_dir: str | Path, scan: DatasetScan, lineage: dict[str, str]
 ) -> dict[str, str]:
-    """Lineage, params, metrics and latency of a model folder, as registry version tags."""
+    """Lineage of a model folder as registry version tags (metrics and params live on the
+    logged model and the run)."""
     from slipway.contract.card import load_card
 
     card = load_card(model_dir)
-    tags = {
+    return {
         "dataset_fingerprint": card.dataset.fingerprint,
         "test_split_fingerprint": split_fingerprint(scan),
         "dataset_uri": card.dataset.uri,
@@ -227,15 +231,22 @@ def version_tags(
         "classes": json.dumps(card.classes),
         **{key: value for key, value in lineage.items()},
     }
-    for key in ("epochs", "batch_size", "lr", "image_size", "seed", "best_epoch", "device"):
-        if key in card.training:
-            tags[f"param.{key}"] = str(card.training[key])
-    for key, value in card.metrics.items():
-        tags[f"metric.{key}"] = f"{value:.6f}"
-    for key, value in card.export.items():
-        if isinstance(value, int | float):
-            tags[f"metric.{key}"] = f"{value:.6g}"
-    return tags
+
+
+def example_image(scan: DatasetScan) -> bytes | None:
+    """The bytes of the first test image: the registered model's input example."""
+    from slipway.data.storage import open_root
+
+    samples = scan.split("test")
+    if not samples:
+        return None
+    try:
+        fs, root = open_root(scan.root)
+        with fs.open(f"{root}/{samples[0].path}", "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        log.warning("no input example (%s); a blank image stands in", exc)
+        return None
 
 
 def register_step(
@@ -247,7 +258,8 @@ def register_step(
     lineage: dict[str, str],
     policy: PromotionPolicy,
 ) -> dict[str, Any]:
-    """Register the folder as a new version (alias staging), then run the promotion gate."""
+    """Log the folder as an MLflow model of the run, register it as a new version (alias
+    staging), then run the promotion gate."""
     from slipway.promotion.gate import gate
 
     scan = load_dataset(dataset_dir)
@@ -255,13 +267,15 @@ def register_step(
     if not run_id:
         run_id = registry.client.create_run(registry.experiment_id(tracking.experiment)).info.run_id
     tags = {**version_tags(model_dir, scan, lineage), "mlflow_run_id": run_id}
-    version = registry.register(model_name, model_dir, run_id, tags)
+    version = registry.register(model_name, model_dir, run_id, tags, example_image(scan))
     decision = gate(registry, model_name, version, model_dir, scan, policy)
-    registry.client.set_tag(run_id, "registered_version", f"{model_name}/{version}")
+    registered = ModelRef(RefKind.VERSION, name=model_name, version=version)
+    registry.client.set_tag(run_id, "registered_version", str(registered))
     registry.client.set_tag(run_id, "promotion_decision", decision.label)
     return {
         "model_name": model_name,
         "version": version,
+        "model_uri": str(registered),
         "decision": decision.label,
         "reason": decision.reason,
         "production_version": decision.production_version,

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
-from services.drift.reference import resolve_reference
+from services.drift.reference import reference_ref, resolve_reference
 from services.drift.report import render_report
 from services.drift.settings import Settings
 
@@ -53,10 +53,13 @@ class State:
         log.debug("evaluated %d record(s), drift=%s", evaluation.window_size, evaluation.drift)
 
     def refresh_reference(self) -> None:
-        """Follow the registry alias: when it moves to another model, judge against that one."""
+        """Follow a reference that can move (an alias, the newest version, an object-store
+        folder): when it names another model, judge against that one. A pinned version and a
+        local file are read once."""
         s = self.settings
         due = time.monotonic() - self.resolved_at >= s.reference_refresh_s
-        if not (s.reference.startswith("models:/") and s.reference_refresh_s and due):
+        ref = reference_ref(s.reference)
+        if ref.is_local or not ref.follows or not (s.reference_refresh_s and due):
             return
         assert self.monitor is not None
         self.resolved_at = time.monotonic()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from pathlib import Path
 from typing import Any
 
+from slipway.contract.mlmodel import read_layout
 from slipway.contract.reference import REFERENCE_FILE, load_reference
 from slipway.errors import SlipwayError
+from slipway.registry.ref import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -19,57 +20,55 @@ class ReferenceError(SlipwayError):
     """The reference statistics cannot be found or are incomplete."""
 
 
-def resolve_reference(source: str, tracking_uri: str = "") -> dict[str, Any]:
-    """Load reference.json from a path or a `models:/<name>@<alias>` URI.
-
-    For a registry URI the model version's artifacts are downloaded to a temporary folder; the
-    version's folder carries the reference.json that `prepare_dataset` and evaluation wrote,
-    which is the model's lineage back to its dataset.
-    """
+def reference_ref(source: str) -> ModelRef:
+    """The model reference of SLIPWAY_DRIFT_REFERENCE (the one parser of the CLI and service)."""
     if not source:
         raise ReferenceError("no reference given (SLIPWAY_DRIFT_REFERENCE)")
-    if source.startswith("models:/"):
-        data = _from_registry(source, tracking_uri)
-    else:
-        path = Path(source)
+    return ModelRef.parse(source)
+
+
+def resolve_reference(source: str, tracking_uri: str = "") -> dict[str, Any]:
+    """Load reference.json from a path, or from the model a reference names in MLflow.
+
+    For a model reference only `reference.json` is downloaded (the model itself may be
+    hundreds of megabytes); it is an artifact of the registered model, written by
+    `prepare_dataset` and evaluation, which is the model's lineage back to its dataset.
+    """
+    ref = reference_ref(source)
+    if ref.is_local:
+        path = ref.local_path()
         if path.is_dir():
             path = path / REFERENCE_FILE
         if not path.is_file():
             raise ReferenceError(f"reference not found: {path}")
         data = load_reference(path)
+    else:
+        data = _from_mlflow(ref, tracking_uri)
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         raise ReferenceError(f"reference {source} lacks {', '.join(missing)}")
     return data
 
 
-def _from_registry(uri: str, tracking_uri: str) -> dict[str, Any]:
-    from slipway.errors import SlipwayError
-    from slipway.registry.client import Registry, download_model_version
+def _from_mlflow(ref: ModelRef, tracking_uri: str) -> dict[str, Any]:
+    from slipway.registry.client import download, mlflow_client
 
-    registry = Registry(tracking_uri)
     try:
-        version = registry.get(uri.removeprefix("models:/").rstrip("/"))
-    except SlipwayError as exc:
-        raise ReferenceError(f"cannot resolve {uri}: {exc}") from exc
-    except Exception as exc:  # MLflow raises many types for a missing model or alias
-        raise ReferenceError(f"cannot resolve {uri}: {exc}") from exc
-    name, number = version.name, version.version
+        resolved = ref.resolve(mlflow_client(tracking_uri))
+    except Exception as exc:  # MLflow raises many types for a missing model, alias or server
+        raise ReferenceError(f"cannot resolve {ref}: {exc}") from exc
     with tempfile.TemporaryDirectory(prefix="slipway-drift-") as tmp:
-        try:  # just the file first: the model folder may be hundreds of megabytes
-            single = download_model_version(
-                registry.client, name, number, f"{tmp}/file", REFERENCE_FILE
-            )
-            return load_reference(single)
-        except Exception:  # not at the top of the folder: fetch the folder and search it
-            log.debug("no %s at the top of %s", REFERENCE_FILE, uri)
         try:
-            folder = download_model_version(registry.client, name, number, tmp)
+            return load_reference(download(resolved, f"{tmp}/file", tracking_uri, REFERENCE_FILE))
+        except Exception:  # not at the top of the model: fetch all of it and look inside
+            log.debug("no %s at the top of %s", REFERENCE_FILE, ref)
+        try:
+            root = download(resolved, tmp, tracking_uri)
+            folder = read_layout(root, str(ref)).folder
         except Exception as exc:
-            raise ReferenceError(f"cannot download {uri}: {exc}") from exc
-        candidates = [folder / REFERENCE_FILE, *sorted(folder.rglob(REFERENCE_FILE))]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise ReferenceError(f"{uri} has no {REFERENCE_FILE}")
-        log.info("reference from %s v%s (%s)", name, number, found.relative_to(folder))
+            raise ReferenceError(f"cannot download {ref}: {exc}") from exc
+        found = folder / REFERENCE_FILE
+        if not found.is_file():
+            raise ReferenceError(f"{ref} has no {REFERENCE_FILE}")
+        log.info("reference from %s (version %s)", ref, resolved.version or "-")
         return load_reference(found)

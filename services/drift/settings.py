@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.environment import check_model_ref
+
 
 class Settings(BaseSettings):
     """Everything the drift monitor can be told; the Helm chart sets these as env vars."""
@@ -18,11 +20,17 @@ class Settings(BaseSettings):
         description="The service's JSONL prediction log, or a glob matching one log per replica.",
     )
     reference: str = Field(
-        "", description="reference.json, a model folder, or models:/<name>@<alias> in MLflow."
+        "",
+        description="reference.json, a model folder, or a model reference: "
+        "`models:/<name>@<alias>` (followed), `models:/<name>/<version>` (pinned), "
+        "`models:/<name>`, `runs:/<run_id>/<path>`, a file:// or object-store URI.",
     )
     mlflow_tracking_uri: str = Field("", description="Tracking URI for models:/ references.")
     reference_refresh_s: float = Field(
-        300.0, ge=0, description="Seconds between re-reading a models:/ reference; 0 = never."
+        300.0,
+        ge=0,
+        description="Seconds between re-reading a reference that can move (an alias, "
+        "`models:/<name>`, an object-store URI); 0 = never. A pinned version is read once.",
     )
     window: int = Field(1000, ge=1, description="Sliding window of the newest records.")
     min_records: int = Field(100, ge=1, description="Records needed before drift is judged.")
@@ -48,3 +56,10 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("reference")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        if value:
+            check_model_ref(value)
+        return value

@@ -68,6 +68,7 @@ class LoadedModel:
             "source": self.resolved.source,
             "registered_name": self.resolved.registered_name or None,
             "run_id": self.resolved.run_id or None,
+            "model_id": self.resolved.model_id or None,
             "arch": card.arch,
             "classes": card.classes,
             "input_shape": list(self._transform.input_shape),

@@ -1,5 +1,8 @@
 """Loading a slot's first version and following its source afterwards (hot reload).
 
+Only a source that can move is followed: an alias, `models:/NAME` (the newest version), a
+folder or an object-store URI. A pinned version is loaded once.
+
 A new version is fetched and opened off the event loop, warmed on the inference thread, and
 only then swapped in. A version that fails to load or warm is refused (logged, counted in
 `slipway_inference_reloads_total{result="failure"}`) and the old one keeps serving; the same
@@ -95,8 +98,15 @@ class Loader:
         return True
 
     async def follow(self, slot: ModelSlot, stopping: Callable[[], bool]) -> None:
-        """The slot's life: first load, then poll every RELOAD_INTERVAL_S (0: never)."""
+        """The slot's life: first load, then poll every RELOAD_INTERVAL_S (0: never).
+
+        A pinned source (`models:/NAME/3`, a logged model, a run) is never polled: it cannot
+        name another version, whatever happens to the aliases.
+        """
         await self.initial(slot, stopping)
+        if not slot.source.follows:
+            log.info("%s is pinned to %s; no reload checks", slot.name, slot.source.source)
+            return
         interval = self.settings.reload_interval_s
         while interval > 0 and not stopping():
             await asyncio.sleep(interval)

@@ -26,7 +26,7 @@ from services.inference.reload import Loader
 from services.inference.settings import Settings
 from services.inference.source import ModelSource
 from slipway.contract.card import load_card
-from slipway.errors import ModelError
+from slipway.errors import SlipwayError
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ class Answer:
 
 
 def served_name(settings: Settings, source: ModelSource) -> str:
-    """MODEL_NAME, else the registered model name, else the card's name."""
+    """MODEL_NAME, else the registered model name, else the local folder card's name."""
     if settings.model_name:
         return settings.model_name
-    if source.is_registry:
+    if source.registered_name:
         return source.registered_name
     try:
-        return load_card(source.source).name
-    except ModelError:
+        return load_card(source.ref.local_path()).name
+    except SlipwayError:
         return "model"
 
 

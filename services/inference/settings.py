@@ -10,9 +10,10 @@ import difflib
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.environment import check_model_ref
 from slipway.errors import ConfigError
 
 MIB = 1024 * 1024
@@ -27,7 +28,9 @@ class Settings(BaseSettings):
 
     model_source: str = Field(
         default=".slipway/models/demo",
-        description="Local model folder or `models:/<name>@<alias>` in the MLflow registry.",
+        description="The model: `models:/<name>@<alias>` (followed when the alias moves), "
+        "`models:/<name>/<version>` (pinned, never reloaded), `models:/<name>` (newest version), "
+        "`runs:/<run_id>/<path>`, a local model folder, or a file:// or object-store URI.",
     )
     model_name: str = Field(
         default="", description="Served name; default: the registered model name, else the card's."
@@ -36,7 +39,9 @@ class Settings(BaseSettings):
         default="", description="MLflow tracking URI for `models:/` sources."
     )
     staging_source: str = Field(
-        default="", description="Optional second model, served as `<model_name>-staging`."
+        default="",
+        description="Optional second model (any MODEL_SOURCE form), served as "
+        "`<model_name>-staging`.",
     )
     backend: Literal["onnxruntime", "torch"] = Field(
         default="onnxruntime", description="onnxruntime or torch."
@@ -88,13 +93,16 @@ class Settings(BaseSettings):
     def _upper(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("model_source", "staging_source")
+    @classmethod
+    def _model_ref(cls, value: str, info: ValidationInfo) -> str:
+        if value or info.field_name == "model_source":
+            check_model_ref(value)
+        return value
+
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
-
-    @property
-    def is_registry_source(self) -> bool:
-        return self.model_source.startswith("models:/")
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:

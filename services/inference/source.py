@@ -1,8 +1,10 @@
-"""Where a served model comes from: a local model folder or an MLflow registry alias.
+"""Where a served model comes from: any model reference (`slipway.registry.ref.ModelRef`).
 
-`resolve()` is cheap and says which version a source points at now (the alias's version, or a
-fingerprint of the folder's files); `fetch()` makes that version available as a local model
-folder. The hot reloader compares resolutions to decide when to load.
+`resolve()` is cheap and says which version a source points at now (the version an alias or
+`models:/NAME` names, a pinned version, a logged model, or a fingerprint of a folder's files);
+`fetch()` makes that version available as a local model folder, downloading the MLflow model
+once into the model cache. A pinned reference (`models:/NAME/3`, `models:/m-...`, `runs:/...`)
+resolves to the same version forever, so the hot reloader does not poll it.
 """
 
 from __future__ import annotations
@@ -11,16 +13,27 @@ import hashlib
 import logging
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from slipway.contract.card import CARD_FILE, ONNX_FILE, TORCHSCRIPT_FILE, load_card
-from slipway.errors import ModelError
+from slipway.contract.mlmodel import REREGISTER, read_layout
+from slipway.errors import ModelError, SlipwayError
+from slipway.registry.ref import ModelRef, RefKind, ResolvedModel
 
 log = logging.getLogger(__name__)
 
-_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[^@/]+)$")
+# What /v1/models and the `alias` metric label say about how a source follows its model.
+LABELS = {
+    RefKind.LATEST: "latest",
+    RefKind.VERSION: "pinned",
+    RefKind.LOGGED_MODEL: "pinned",
+    RefKind.RUN: "pinned",
+    RefKind.PATH: "local",
+    RefKind.URI: "remote",
+}
 
 
 @dataclass(frozen=True)
@@ -33,82 +46,109 @@ class Resolved:
     registered_name: str = ""
     created: float = 0.0
     run_id: str = ""
+    model_id: str = ""
+    artifact_uri: str = ""
 
 
 class ModelSource:
-    """A source string as configured: `models:/<name>@<alias>` or a local folder path."""
+    """A configured source: a model reference in any of the forms `ModelRef` reads."""
 
     def __init__(self, source: str, tracking_uri: str = "", cache_dir: str = "") -> None:
         self.source = source
+        self.ref = ModelRef.parse(source)
         self.tracking_uri = tracking_uri
         self.cache_dir = Path(cache_dir or "/tmp/slipway-models")
-        match = _REGISTRY_URI.match(source)
-        self.registered_name = match["name"] if match else ""
-        self.alias = match["alias"] if match else ""
         self._digests: dict[str, str] = {}
-        if not match and source.startswith("models:/"):
-            raise ModelError(f"registry source must look like models:/<name>@<alias>: {source!r}")
 
     @property
-    def is_registry(self) -> bool:
-        return bool(self.registered_name)
+    def registered_name(self) -> str:
+        return self.ref.name
+
+    @property
+    def follows(self) -> bool:
+        """False for a pinned reference: it always names the same model."""
+        return self.ref.follows
 
     def resolve(self) -> Resolved:
         """The version the source points at now; raises ModelError when it cannot be found."""
-        return self._resolve_registry() if self.is_registry else self._resolve_folder()
-
-    def fetch(self, resolved: Resolved) -> Path:
-        """A local model folder holding `resolved`, downloaded into the cache when remote."""
-        if not self.is_registry:
-            return Path(self.source)
-        # The run id keeps two registries (a fresh `make run`, another cluster) that both
-        # have a "version 1" from sharing one cache entry.
-        key = f"{resolved.version}-{resolved.run_id[:12]}" if resolved.run_id else resolved.version
-        target = self.cache_dir / _safe(resolved.registered_name) / _safe(key)
-        if (target / CARD_FILE).is_file():
-            return target
-        from slipway.registry.client import download_model_version, mlflow_client
-
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        uri = f"models:/{resolved.registered_name}/{resolved.version}"
-        try:
-            download_model_version(
-                mlflow_client(self.tracking_uri),
-                resolved.registered_name,
-                resolved.version,
-                partial,
-            )
-        except Exception as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise ModelError(f"cannot download {uri}: {exc}") from exc
-        folder = _find_model_folder(partial)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(folder), target)
-        shutil.rmtree(partial, ignore_errors=True)
-        log.info("downloaded %s to %s", uri, target)
-        return target
-
-    def _resolve_registry(self) -> Resolved:
+        if self.ref.is_local:
+            return self._resolve_folder()
+        if self.ref.kind is RefKind.URI:
+            return self._resolve_uri()
         from slipway.registry.client import mlflow_client
 
-        client = mlflow_client(self.tracking_uri)
         try:
-            mv = client.get_model_version_by_alias(self.registered_name, self.alias)
-        except Exception as exc:
+            found = self.ref.resolve(mlflow_client(self.tracking_uri))
+        except SlipwayError as exc:
+            raise ModelError(f"cannot resolve {self.source}: {exc}") from exc
+        except Exception as exc:  # an unreachable server raises many types
             raise ModelError(f"cannot resolve {self.source}: {exc}") from exc
         return Resolved(
             source=self.source,
-            version=str(mv.version),
-            alias=self.alias,
-            registered_name=self.registered_name,
-            created=(mv.creation_timestamp or 0) / 1000.0,
-            run_id=mv.run_id or "",
+            version=found.version or found.model_id or found.run_id,
+            alias=self.ref.alias or LABELS[self.ref.kind],
+            registered_name=found.name,
+            created=found.created,
+            run_id=found.run_id,
+            model_id=found.model_id,
+            artifact_uri=found.artifact_uri,
         )
 
+    def fetch(self, resolved: Resolved) -> Path:
+        """A local model folder holding `resolved`, downloaded into the cache when remote."""
+        if self.ref.is_local:
+            return self.ref.local_path()
+        # The model or run id keeps two registries (a fresh `make run`, another cluster) that
+        # both have a "version 1" from sharing one cache entry.
+        unique = resolved.model_id or resolved.run_id[:12]
+        key = resolved.version
+        if unique and unique not in key:
+            key = f"{key}-{unique}"
+        group = resolved.registered_name or self.ref.kind.value
+        target = self.cache_dir / _safe(group) / _safe(key)
+        if (target / CARD_FILE).is_file():
+            return target
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            root = self._download(resolved, partial)
+            layout = read_layout(root, self.source)
+        except Exception:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        if not layout.mlflow_model:
+            log.warning(
+                "%s (version %s) is a folder registered before slipway logged MLflow models; "
+                "serving it as it is. For an MLflow model, %s",
+                self.source, resolved.version, REREGISTER,
+            )  # fmt: skip
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(layout.folder), target)
+        shutil.rmtree(partial, ignore_errors=True)
+        log.info("downloaded %s (version %s) to %s", self.source, resolved.version, target)
+        return target
+
+    def _download(self, resolved: Resolved, dst: Path, path: str = "") -> Path:
+        from slipway.registry.client import download
+
+        where = ResolvedModel(self.ref, resolved.artifact_uri or self.ref.path)
+        try:
+            return download(where, dst, self.tracking_uri, path)
+        except Exception as exc:
+            raise ModelError(f"cannot download {self.source}: {exc}") from exc
+
+    def _resolve_uri(self) -> Resolved:
+        """An object-store folder: its version is a hash of its model card (small to fetch)."""
+        with tempfile.TemporaryDirectory(prefix="slipway-card-") as tmp:
+            resolved = Resolved(self.source, "", "remote", artifact_uri=self.ref.path)
+            card = self._download(resolved, Path(tmp), CARD_FILE)
+            digest = hashlib.sha256(card.read_bytes()).hexdigest()[:12]
+            created = _created(card.parent)
+        return Resolved(self.source, digest, "remote", created=created, artifact_uri=self.ref.path)
+
     def _resolve_folder(self) -> Resolved:
-        folder = Path(self.source)
+        folder = self.ref.local_path()
         card = folder / CARD_FILE
         if not card.is_file():
             raise ModelError(f"{folder} is not a slipway model folder (no {CARD_FILE})")
@@ -122,25 +162,20 @@ class ModelSource:
             for path in files:
                 digest.update(path.name.encode() + b"\0" + path.read_bytes())
             self._digests = {signature: digest.hexdigest()[:12]}
-        created = 0.0
-        try:
-            created = datetime.fromisoformat(load_card(folder).created_at).timestamp()
-        except (ModelError, ValueError):
-            created = card.stat().st_mtime
         return Resolved(
-            source=self.source, version=self._digests[signature], alias="local", created=created
+            source=self.source,
+            version=self._digests[signature],
+            alias=LABELS[RefKind.PATH],
+            created=_created(folder) or card.stat().st_mtime,
         )
+
+
+def _created(folder: Path) -> float:
+    try:
+        return datetime.fromisoformat(load_card(folder).created_at).timestamp()
+    except (ModelError, ValueError):
+        return 0.0
 
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
-
-
-def _find_model_folder(root: Path) -> Path:
-    """The folder holding model_card.json: the download root or one level below it."""
-    if (root / CARD_FILE).is_file():
-        return root
-    for child in sorted(root.iterdir()):
-        if child.is_dir() and (child / CARD_FILE).is_file():
-            return child
-    raise ModelError(f"the registered artifacts have no {CARD_FILE}")

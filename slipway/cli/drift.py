@@ -17,7 +17,10 @@ drift_app = typer.Typer(
 
 ReferenceOpt = Annotated[
     str | None,
-    typer.Option(help="reference.json, a model folder, or models:/<name>@<alias>."),
+    typer.Option(
+        help="reference.json, a model folder, or a model reference (models:/<name>@<alias>, "
+        "models:/<name>/<version>, models:/<name>, runs:/..., an object-store URI)."
+    ),
 ]
 LogOpt = Annotated[
     Path | None,

@@ -27,6 +27,7 @@ from slipway.cli.experiment import (
 from slipway.config.experiment import ExperimentConfig
 from slipway.errors import SlipwayError
 from slipway.registry.client import DEFAULT_TRACKING_URI
+from slipway.registry.ref import version_model_id
 
 pipeline_app = typer.Typer(
     help="Training pipeline: compile to KFP IR YAML, run locally (kfp.local), submit to KFP.",
@@ -109,29 +110,37 @@ def run_cmd(
 
 
 def _print_summary(tracking_uri: str, name: str, outputs: dict[str, Any]) -> None:
-    """What a person wants after a run: data identity, quality, speed, and where it went."""
+    """What a person wants after a run: data identity, quality, speed, and where it went.
+
+    The numbers are the registered version's model metrics and params, as the MLflow UI shows
+    them.
+    """
     import re
 
     from slipway.registry.client import PRODUCTION, Registry
 
     registry = Registry(tracking_uri)
-    tags = registry.describe(f"{name}/{outputs['version']}")["tags"]
+    version = registry.get(f"{name}/{outputs['version']}")
+    metrics, params, tags = registry.metrics(version), registry.params(version), version.tags or {}
     production = registry.alias_version(name, PRODUCTION)
 
     def metric(key: str, fmt: str = ".4f") -> str:
-        value = tags.get(f"metric.{key}")
-        return format(float(value), fmt) if value is not None else "-"
+        value = metrics.get(key)
+        return format(value, fmt) if value is not None else "-"
 
-    batches = sorted({int(m) for m in re.findall(r"metric\.latency_b(\d+)_p95_ms", " ".join(tags))})
+    batches = sorted(
+        {int(m[1]) for k in metrics if (m := re.fullmatch(r"latency_b(\d+)_p95_ms", k))}
+    )
     latency = "; ".join(
         f"batch {b}: p50 {metric(f'latency_b{b}_p50_ms', '.2f')} ms, "
         f"p95 {metric(f'latency_b{b}_p95_ms', '.2f')} ms"
         for b in batches
     )
+    model_id = version_model_id(version)
     rows = [
         ("pipeline", f"finished in {outputs['seconds']:.0f} s (kfp.local)"),
         ("dataset fingerprint", tags.get("dataset_fingerprint", "-")),
-        ("model", f"{tags.get('arch', '-')}, best epoch {tags.get('param.best_epoch', '-')}"),
+        ("model", f"{params.get('arch', '-')}, best epoch {params.get('best_epoch', '-')}"),
         (
             "test metrics",
             f"accuracy {metric('test_accuracy')}, macro-F1 {metric('test_macro_f1')}, "
@@ -144,6 +153,7 @@ def _print_summary(tracking_uri: str, name: str, outputs: dict[str, Any]) -> Non
         ),
         ("latency (ORT CPU)", latency or "-"),
         ("registered", f"{name} version {outputs['version']} (alias staging)"),
+        ("MLflow model", f"models:/{model_id} (run {version.run_id})" if model_id else "-"),
         ("promotion", f"{outputs['decision']}: {outputs['reason']}"),
         ("production", f"{name} version {production.version}" if production else "none"),
         ("MLflow", tracking_uri),

@@ -80,11 +80,13 @@ def gate(
 def _production_accuracy(
     registry: Registry, production: Any, scan: DatasetScan
 ) -> tuple[float, str]:
-    """Production's accuracy on `scan`'s test split: from its tags, else re-evaluated."""
+    """Production's accuracy on `scan`'s test split: its recorded metric when it was measured
+    on that split, else re-evaluated."""
     tags = production.tags or {}
     wanted = split_fingerprint(scan)
-    if tags.get("test_split_fingerprint") == wanted and "metric.test_accuracy" in tags:
-        return float(tags["metric.test_accuracy"]), ""
+    recorded = registry.metrics(production).get("test_accuracy")
+    if tags.get("test_split_fingerprint") == wanted and recorded is not None:
+        return float(recorded), ""
     with tempfile.TemporaryDirectory(prefix="slipway-production-") as tmp:
         folder = registry.download(f"{production.name}/{production.version}", tmp)
         try:

@@ -1,1 +1,2 @@
-"""MLflow: the model registry client, run tracking and lineage. No torch."""
+"""MLflow: model references, models logged as MLflow models, the registry client, run tracking
+and lineage. No torch."""

@@ -1,37 +1,43 @@
-"""MLflow model registry for slipway model folders: register, aliases, promotion gate, rollback.
+"""MLflow model registry for slipway models: register, aliases, promotion, rollback, metrics.
 
-A registered version's artifacts ARE a slipway model folder at their root, so
-`models:/<name>@production` downloads to a folder that serving loads as it is. The alias
+Every version is registered from an MLflow LoggedModel (`slipway.registry.mlmodel`): an MLflow
+model whose files are a slipway model folder at their root, so `models:/<name>@production`
+downloads to a folder that serving loads as it is and that `mlflow.pyfunc.load_model` loads
+too. Its metrics live on the logged model and the run, its lineage in version tags. The alias
 `staging` always names the newest candidate; `production` moves only through the promotion gate
 (or an explicit, recorded `promote` / `rollback`), so serving can trust what it points to.
+MLflow keeps no alias history, so the versions that held `production` are a registered-model
+tag.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from slipway.contract.card import load_card
-from slipway.errors import SlipwayError
+from slipway.contract.mlmodel import read_layout
+from slipway.registry.ref import ModelRef, RegistryError, ResolvedModel, version_model_id
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Registry", "RegistryError"]
+
 STAGING = "staging"
 PRODUCTION = "production"
-MODEL_ARTIFACT_PATH = "model"
 DEFAULT_EXPERIMENT = "slipway"
 DEFAULT_TRACKING_URI = "sqlite:///.slipway/mlflow.db"
 HISTORY_TAG = "slipway.production_history"
 LAST_ROLLBACK_TAG = "slipway.last_rollback"
 HISTORY_LIMIT = 100
-
-
-class RegistryError(SlipwayError):
-    """The registry cannot do what was asked (unknown model, no earlier version, unreachable)."""
+LEGACY_METRIC = "metric."
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -59,19 +65,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def parse_ref(ref: str) -> tuple[str, str, str]:
-    """`NAME`, `NAME@alias` or `NAME/version` -> (name, alias, version); one of the last is ""."""
-    if "@" in ref:
-        name, alias = ref.rsplit("@", 1)
-        return name, alias, ""
-    if "/" in ref:
-        name, version = ref.rsplit("/", 1)
-        if not version.isdigit():
-            raise RegistryError(f"version must be a number in {ref!r} (NAME/VERSION)")
-        return name, "", version
-    return ref, "", ""
-
-
 def mlflow_client(tracking_uri: str = "") -> Any:
     """An `MlflowClient` bound to this URI for tracking AND registry.
 
@@ -84,23 +77,44 @@ def mlflow_client(tracking_uri: str = "") -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def download_model_version(
-    client: Any, name: str, version: str, dst: str | os.PathLike[str], path: str = ""
+def download(
+    resolved: ResolvedModel, dst: str | os.PathLike[str], tracking_uri: str = "", path: str = ""
 ) -> Path:
-    """Download a registered version's folder (or one `path` inside it) through `client`.
+    """Download what a resolved reference names (or one `path` inside it) into `dst`.
 
-    The version's own download URI is used instead of `models:/...`, which MLflow would resolve
-    against the process-wide registry rather than this client's.
+    The resolved artifact URI is used instead of `models:/...`, which MLflow would resolve
+    against the process-wide registry rather than this one.
     """
     import mlflow.artifacts
 
-    uri = client.get_model_version_download_uri(name, version).rstrip("/")
+    uri = resolved.artifact_uri.rstrip("/")
     if path:
         uri = f"{uri}/{path}"
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=uri, dst_path=str(dst), tracking_uri=client.tracking_uri
+        artifact_uri=uri,
+        dst_path=str(dst),
+        tracking_uri=absolute_tracking_uri(tracking_uri) or None,
     )
     return Path(local)
+
+
+@contextlib.contextmanager
+def _process_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's SQL registry store looks up the logged model of a `models:/<model_id>` source
+    with a default client, i.e. through the process-wide tracking URI; point that at this
+    registry for the call, then put back exactly what was there (MLflow's own setter also
+    rewrites the MLFLOW_TRACKING_URI variable)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    saved, saved_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)
+        if saved_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 class Registry:
@@ -132,24 +146,45 @@ class Registry:
     # -- versions -----------------------------------------------------------------------------
 
     def register(
-        self, name: str, model_dir: str | os.PathLike[str], run_id: str, tags: dict[str, Any]
+        self,
+        name: str,
+        model_dir: str | os.PathLike[str],
+        run_id: str,
+        tags: dict[str, Any],
+        example: bytes | None = None,
     ) -> str:
-        """Upload the model folder to `run_id` and register it as a new version of `name`.
+        """Log the folder as an MLflow model of `run_id` and register it as a version of `name`.
 
-        The new version gets alias `staging`; `production` is left to the gate.
+        `tags` (lineage) go on the logged model and the version; `example` is an encoded image
+        for the model's input example. The new version gets alias `staging`; `production` is
+        left to the gate.
         """
         from mlflow.exceptions import MlflowException
 
+        from slipway.registry.mlmodel import log_model
+
         load_card(model_dir)
-        self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
+        text = {k: str(v) for k, v in tags.items()}
+        logged = log_model(self.client, run_id, model_dir, name, text, example)
         try:
             self.client.create_registered_model(name)
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
-        version = self.client.create_model_version(
-            name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+        with _process_tracking_uri(self.tracking_uri):
+            version = self.client.create_model_version(
+                name,
+                source=f"models:/{logged.model_id}",
+                run_id=run_id,
+                tags=text,
+                model_id=logged.model_id,
+            )
+        # The link the MLflow UI shows on the logged model ("Model versions"), as mlflow's own
+        # register_model writes it.
+        registered = json.loads(logged.tags.get(MODEL_VERSIONS_TAG, "[]"))
+        registered.append({"name": name, "version": str(version.version)})
+        self.client.set_logged_model_tags(
+            logged.model_id, {MODEL_VERSIONS_TAG: json.dumps(registered)}
         )
         self.client.set_registered_model_alias(name, STAGING, version.version)
         log.info("registered %s version %s (alias %s)", name, version.version, STAGING)
@@ -164,33 +199,55 @@ class Registry:
         except MlflowException:
             return None
 
-    def get(self, ref: str) -> Any:
-        """The version for `NAME@alias`, `NAME/version` or `NAME` (production, else newest)."""
+    def resolve(self, ref: str | ModelRef) -> ResolvedModel:
+        """What a reference names now (`NAME@alias`, `NAME/3`, `models:/...`, `runs:/...`)."""
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref, registered=True)
+        return parsed.resolve(self.client)
+
+    def get(self, ref: str | ModelRef) -> Any:
+        """The registered version a registry reference names (`NAME`: the newest)."""
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref, registered=True)
+        if not parsed.is_registry:
+            raise RegistryError(f"{parsed} names no registered version")
+        resolved = self.resolve(parsed)
+        return self.client.get_model_version(resolved.name, resolved.version)
+
+    def download(self, ref: str | ModelRef, dst: str | os.PathLike[str]) -> Path:
+        """Download a version into `dst` and return its model folder."""
+        resolved = self.resolve(ref)
+        root = download(resolved, dst, self.tracking_uri)
+        return read_layout(root, str(resolved.ref)).folder
+
+    def metrics(self, version: Any) -> dict[str, float]:
+        """A version's metrics: its logged model's, else its run's, else the old `metric.*` tags."""
         from mlflow.exceptions import MlflowException
 
-        name, alias, version = parse_ref(ref)
+        found: dict[str, float] = {}
+        model_id = version_model_id(version)
         try:
-            if version:
-                return self.client.get_model_version(name, version)
-            if alias:
-                found = self.alias_version(name, alias)
-                if found is None:
-                    raise RegistryError(f"{name} has no version with alias {alias!r}")
-                return found
-            found = self.alias_version(name, PRODUCTION)
-            if found is not None:
-                return found
-            versions = self.client.search_model_versions(f"name='{name}'")
+            if model_id:
+                latest: dict[str, Any] = {}
+                for metric in self.client.get_logged_model(model_id).metrics or []:
+                    if metric.key not in latest or metric.timestamp >= latest[metric.key].timestamp:
+                        latest[metric.key] = metric
+                found = {key: float(m.value) for key, m in latest.items()}
+            elif version.run_id:
+                found = dict(self.client.get_run(version.run_id).data.metrics)
         except MlflowException as exc:
-            raise RegistryError(f"{ref}: {exc.message}") from exc
-        if not versions:
-            raise RegistryError(f"no registered model named {name!r}")
-        return max(versions, key=lambda v: int(v.version))
+            log.warning("no metrics for %s v%s: %s", version.name, version.version, exc.message)
+        for key, value in (version.tags or {}).items():
+            if key.startswith(LEGACY_METRIC):
+                with contextlib.suppress(ValueError):
+                    found.setdefault(key[len(LEGACY_METRIC) :], float(value))
+        return found
 
-    def download(self, ref: str, dst: str | os.PathLike[str]) -> Path:
-        """Download a version's model folder into `dst` and return the folder."""
-        version = self.get(ref)
-        return download_model_version(self.client, version.name, version.version, dst)
+    def params(self, version: Any) -> dict[str, str]:
+        """A version's training parameters (from its logged model; older versions: tags)."""
+        model_id = version_model_id(version)
+        if model_id:
+            return dict(self.client.get_logged_model(model_id).params or {})
+        tags = version.tags or {}
+        return {k.removeprefix("param."): v for k, v in tags.items() if k.startswith("param.")}
 
     def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
@@ -255,16 +312,19 @@ class Registry:
     # -- listing ------------------------------------------------------------------------------
 
     def list_models(self) -> list[dict[str, Any]]:
-        """One row per registered model: versions, newest version, aliases."""
+        """One row per registered model: versions, newest, aliases, production's test accuracy."""
         rows = []
         for model in self.client.search_registered_models(max_results=1000):
             versions = self.client.search_model_versions(f"name='{model.name}'")
+            production = self.alias_version(model.name, PRODUCTION)
+            accuracy = self.metrics(production).get("test_accuracy") if production else None
             rows.append(
                 {
                     "name": model.name,
                     "versions": len(versions),
                     "latest": max((int(v.version) for v in versions), default=0),
                     "aliases": self._aliases(model.name),
+                    "production_test_accuracy": accuracy,
                 }
             )
         return rows
@@ -274,23 +334,30 @@ class Registry:
         aliases = self.client.get_registered_model(name).aliases or {}
         return {alias: str(version) for alias, version in sorted(aliases.items())}
 
-    def describe(self, ref: str) -> dict[str, Any]:
-        """Everything recorded about one version: aliases, source, run, tags."""
+    def describe(self, ref: str | ModelRef) -> dict[str, Any]:
+        """Everything recorded about one version: aliases, source, run, model, metrics, tags."""
         version = self.get(ref)
+        model_id = version_model_id(version)
         return {
             "name": version.name,
             "version": str(version.version),
             "aliases": list(version.aliases or []),
             "source": version.source,
             "run_id": version.run_id,
+            "model_id": model_id or None,
+            "format": "mlflow-model" if model_id else "folder",
             "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(
                 timespec="seconds"
             ),
-            "tags": dict(version.tags or {}),
+            "metrics": self.metrics(version),
+            "params": self.params(version),
+            "tags": {
+                k: v for k, v in (version.tags or {}).items() if not k.startswith(LEGACY_METRIC)
+            },
         }
 
     def versions(self, name: str) -> list[dict[str, Any]]:
-        """Every version of `name`, newest first, with its aliases and gate decision."""
+        """Every version of `name`, newest first, with its aliases, accuracy and gate decision."""
         found = self.client.search_model_versions(f"name='{name}'")
         if not found:
             raise RegistryError(f"no registered model named {name!r}")
@@ -307,11 +374,12 @@ class Registry:
             rolled_back = bool(when) and when >= tags.get("promoted_at", "")
             if rolled_back and PRODUCTION not in aliases:
                 decision, reason = "rolled back", tags.get("rollback_reason", "")
+            accuracy = self.metrics(version).get("test_accuracy")
             rows.append(
                 {
                     "version": str(version.version),
                     "aliases": aliases,
-                    "test_accuracy": tags.get("metric.test_accuracy", ""),
+                    "test_accuracy": "" if accuracy is None else f"{accuracy:.4f}",
                     "decision": decision,
                     "reason": reason,
                 }

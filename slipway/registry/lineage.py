@@ -1,4 +1,5 @@
-"""Where a model came from: source revision and the exact test split it was judged on.
+"""Where a model came from: source revision, the exact test split it was judged on, and the
+lineage tags a re-registered version keeps.
 
 A registered version carries these so that anyone can answer "which code and which data made
 the model now in production?" and so that two models are only compared on identical test data.
@@ -8,9 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
+from slipway.contract.mlmodel import read_layout
 from slipway.data.scan import DatasetScan, fingerprint
+from slipway.registry.client import Registry
+from slipway.registry.ref import ModelRef
 
 
 def git_revision(path: str | os.PathLike[str] | None = None) -> str:
@@ -41,3 +46,44 @@ def split_fingerprint(scan: DatasetScan, split: str = "test") -> str:
     rest of the dataset (or the split fractions) changed.
     """
     return fingerprint([(s.path, s.sha256) for s in scan.split(split)])
+
+
+# Version tags that describe where a model came from; they travel with a re-registration.
+LINEAGE_TAGS = (
+    "dataset_fingerprint",
+    "test_split_fingerprint",
+    "dataset_uri",
+    "arch",
+    "classes",
+    "git_commit",
+    "pipeline_run_id",
+    "mlflow_run_id",
+)
+
+
+def register_from(registry: Registry, ref: str | ModelRef, name: str) -> str:
+    """Register a model folder, or an earlier version, as a new MLflow-model version of `name`.
+
+    This is how a version registered before slipway logged MLflow models (a folder of run
+    artifacts) becomes one: its files are logged as a LoggedModel of its own run, its lineage
+    tags are carried over, and the new version gets alias `staging` (promote it by hand).
+    """
+    parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+    tags: dict[str, str] = {"registered_from": str(parsed)}
+    run_id = ""
+    if parsed.is_registry:
+        version = registry.get(parsed)
+        tags.update({k: v for k, v in (version.tags or {}).items() if k in LINEAGE_TAGS})
+        run_id = version.run_id or ""
+    with tempfile.TemporaryDirectory(prefix="slipway-register-") as tmp:
+        if parsed.is_local:
+            folder = read_layout(parsed.local_path(), str(parsed)).folder
+        else:
+            folder = registry.download(parsed, tmp)
+            run_id = run_id or registry.resolve(parsed).run_id
+        if not run_id:
+            experiment = registry.experiment_id()
+            run_id = registry.client.create_run(experiment, run_name=f"register {name}").info.run_id
+            registry.client.set_terminated(run_id)
+        tags.setdefault("mlflow_run_id", run_id)
+        return registry.register(name, folder, run_id, tags)

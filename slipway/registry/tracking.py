@@ -7,6 +7,7 @@ curves) instead of opening a second one.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slipway.contract.card import DatasetInfo
 from slipway.registry.client import DEFAULT_EXPERIMENT, Registry
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "images_per_second")
 RUN_ID_FILE = "mlflow_run_id"
 EXPERIMENT_FILE = "experiment.yaml"
+# MLflow stores a dataset digest in 36 characters; the full fingerprint goes in the profile.
+DIGEST_CHARS = 32
 
 
 def start_or_resume_run(
@@ -97,7 +101,7 @@ def log_metrics(
         registry.client.log_batch(run_id, metrics=batch)
 
 
-def _safe(name: str) -> str:
+def safe_key(name: str) -> str:
     """Class names may hold characters MLflow refuses in metric keys."""
     return re.sub(r"[^\w\-. ]", "_", name)
 
@@ -161,11 +165,50 @@ def log_evaluation(
         "test_nll": report["nll"],
     }
     for name, row in report["per_class"].items():
-        metrics[f"test_precision/{_safe(name)}"] = row["precision"]
-        metrics[f"test_recall/{_safe(name)}"] = row["recall"]
+        metrics[f"test_precision/{safe_key(name)}"] = row["precision"]
+        metrics[f"test_recall/{safe_key(name)}"] = row["recall"]
     log_metrics(registry, run_id, metrics)
     png = confusion_matrix_png(report, workdir / "confusion_matrix.png")
     registry.client.log_artifact(run_id, str(png), "evaluation")
     for name in ("report.md", "report.json"):
         if (model_dir / name).is_file():
             registry.client.log_artifact(run_id, str(model_dir / name), "evaluation")
+
+
+def dataset_name(dataset: DatasetInfo) -> str:
+    """The dataset's name in MLflow: its folder name (`fashion-mnist`), else "dataset"."""
+    return dataset.uri.rstrip("/").rsplit("/", 1)[-1] or "dataset"
+
+
+def dataset_digest(dataset: DatasetInfo) -> str:
+    return dataset.fingerprint[:DIGEST_CHARS]
+
+
+def dataset_entity(dataset: DatasetInfo) -> Any:
+    """The dataset of a model card as an MLflow dataset: fingerprint as digest, source, counts."""
+    from mlflow.entities import Dataset
+    from mlflow.types import ColSpec, Schema
+
+    uri = dataset.uri
+    scheme = uri.split("://", 1)[0] if "://" in uri else "local"
+    schema = Schema([ColSpec("binary", "image"), ColSpec("string", "label")])
+    counts = dict(dataset.counts)
+    profile = {"num_rows": counts.get("total", sum(counts.values())), **counts}
+    return Dataset(
+        name=dataset_name(dataset),
+        digest=dataset_digest(dataset),
+        source_type="local" if scheme == "file" else scheme,
+        source=json.dumps({"uri": uri}),
+        schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
+        profile=json.dumps({**profile, "fingerprint": dataset.fingerprint}),
+    )
+
+
+def log_dataset(client: Any, run_id: str, dataset: DatasetInfo, context: str = "training") -> None:
+    """Record the dataset as an input of the run (logging the same one again changes nothing)."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    if not dataset.fingerprint:
+        return
+    tags = [InputTag("mlflow.data.context", context)]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset_entity(dataset), tags=tags)])

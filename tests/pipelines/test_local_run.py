@@ -46,15 +46,16 @@ def test_pipeline_registers_gates_and_rolls_back(demo_data: Path, tmp_path: Path
     assert "first production version" in first["reason"]
 
     registry = Registry(uri)
-    tags = registry.describe("fashion/1")["tags"]
+    info = registry.describe("fashion/1")
+    tags, metrics = info["tags"], info["metrics"]
     from slipway.data.scan import scan_dataset
 
     assert tags["dataset_fingerprint"] == scan_dataset(demo_data, progress=False).fingerprint
     assert tags["git_commit"] == "feedbeef"
     assert tags["pipeline_run_id"]
-    assert tags["param.epochs"] == "2" and tags["arch"] == "resnet18"
-    assert 0.0 <= float(tags["metric.test_accuracy"]) <= 1.0
-    assert float(tags["metric.onnx_max_abs_diff"]) <= 1e-3
+    assert info["params"]["epochs"] == "2" and tags["arch"] == "resnet18"
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["onnx_max_abs_diff"] <= 1e-3
     run = registry.client.get_run(tags["mlflow_run_id"])
     assert run.data.params["training.arch"] == "resnet18"
     assert run.data.params["model.name"] == "fashion"
@@ -77,16 +78,18 @@ def test_pipeline_registers_gates_and_rolls_back(demo_data: Path, tmp_path: Path
     promoted = cli.invoke(app, ["registry", "promote", "fashion", "2", "--reason=canary", *common])
     assert promoted.exit_code == 0, promoted.output
     assert str(registry.alias_version("fashion", PRODUCTION).version) == "2"
+    accuracy = {v: registry.describe(f"fashion/{v}")["metrics"]["test_accuracy"] for v in "12"}
+    assert f"v1 -> v2 (test accuracy {accuracy['1']:.4f} -> {accuracy['2']:.4f})" in promoted.output
     rolled = cli.invoke(app, ["registry", "rollback", "fashion", "--reason", "bad canary", *common])
     assert rolled.exit_code == 0, rolled.output
-    assert "v2 -> v1" in rolled.output
+    assert f"v2 -> v1 (test accuracy {accuracy['2']:.4f} -> {accuracy['1']:.4f})" in rolled.output
     assert str(registry.alias_version("fashion", PRODUCTION).version) == "1"
     shown = cli.invoke(app, ["registry", "show", "fashion/2", "--json", *common])
     assert json.loads(shown.output)["tags"]["rollback_reason"] == "bad canary"
     listed = cli.invoke(app, ["registry", "show", "fashion", *common])
     rows = {line.split()[0]: line for line in listed.output.splitlines()[1:]}
     assert "rolled back" in rows["2"] and "bad canary" in rows["2"]
-    assert "production" in rows["1"]
+    assert "production" in rows["1"] and f"{accuracy['1']:.4f}" in rows["1"]
 
 
 TRAIN_ONLY = """

@@ -63,10 +63,23 @@ def grpc_target(proc: ServerProcess) -> str:
     return f"127.0.0.1:{proc.env['SLIPWAY_GRPC_PORT']}"
 
 
-def register_version(
+def register_model(tracking_uri: str, name: str, model_dir: Path, alias: str) -> str:
+    """Register a model folder as slipway does (an MLflow model of a run), point `alias` at
+    it; the version."""
+    from slipway.registry.client import Registry
+
+    registry = Registry(tracking_uri)
+    run_id = registry.client.create_run(registry.experiment_id("serving-tests")).info.run_id
+    version = registry.register(name, model_dir, run_id, {})
+    registry.client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def register_folder_version(
     tracking_uri: str, name: str, model_dir: Path, alias: str, artifacts: Path
 ) -> str:
-    """Log a model folder as run artifacts, register it, point `alias` at it; the version."""
+    """Register a model folder in the previous format (a folder of run artifacts, no MLflow
+    model), point `alias` at it; the version."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

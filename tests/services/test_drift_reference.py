@@ -78,10 +78,16 @@ def test_registry_alias_resolves_through_mlflow_and_is_followed(
         reference_refresh_s=1e-6,
     )
     state = State(settings)
-    state.cycle()
-    assert state.monitor is not None and state.monitor.reference == REFERENCE
+    pinned = State(settings.model_copy(update={"reference": "models:/fashion/1"}))
+    newest = State(settings.model_copy(update={"reference": "models:/fashion"}))
+    for each in (state, pinned, newest):
+        each.cycle()
+        assert each.monitor is not None and each.monitor.reference == REFERENCE
     newer = dict(REFERENCE, predicted_class_frequencies={"a": 0.9, "b": 0.1})
     (folder / "reference.json").write_text(json.dumps(newer))
     assert _register(client, experiment, folder) == "2"
-    state.cycle()
+    for each in (state, pinned, newest):
+        each.cycle()
     assert state.monitor.reference == newer, "the monitor must follow the moved alias"
+    assert newest.monitor.reference == newer, "models:/NAME follows the newest version"
+    assert pinned.monitor.reference == REFERENCE, "a pinned version keeps its own reference"

@@ -1,4 +1,5 @@
-"""Readiness and hot reload: from the MLflow registry (SQLite) and from a local folder."""
+"""Readiness and hot reload: from the MLflow registry (SQLite) and from a local folder; versions
+registered in the previous format (a folder of run artifacts) still load."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from services.inference import create_app
 from tests.services.inference_helpers import (
     metric_value,
     ready_client,
-    register_version,
+    register_folder_version,
+    register_model,
     settings_for,
     wait_ready,
 )
@@ -53,14 +55,13 @@ def test_registry_alias_readiness_reload_and_refusal(
     trained_model: Path, tmp_path: Path, png_bytes: bytes
 ) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    artifacts = tmp_path / "artifacts"
     settings = settings_for(
         f"models:/{NAME}@production",
         mlflow_tracking_uri=uri,
         model_cache_dir=str(tmp_path / "cache"),
         reload_interval_s=0.3,
     )
-    register_version(uri, NAME, trained_model, "staging", artifacts)  # no production alias yet
+    register_model(uri, NAME, trained_model, "staging")  # no production alias yet
     with TestClient(create_app(settings)) as client:
         # Not ready while the alias does not exist; liveness never depends on the model.
         assert client.get("/healthz").status_code == 200
@@ -70,14 +71,14 @@ def test_registry_alias_readiness_reload_and_refusal(
         early = client.post("/v1/predict", files=[("files", ("a.png", png_bytes, "image/png"))])
         assert early.status_code == 503 and "not ready" in early.json()["error"]
 
-        first = register_version(uri, NAME, trained_model, "production", artifacts)
+        first = register_model(uri, NAME, trained_model, "production")
         wait_ready(client)
         assert _version(client) == first
         assert _predict(client, png_bytes)["version"] == first
         about = client.get("/v1/models").json()["details"][0]
         assert about["name"] == NAME and about["alias"] == "production"
 
-        second = register_version(uri, NAME, trained_model, "production", artifacts)
+        second = register_model(uri, NAME, trained_model, "production")
         _eventually(lambda: _version(client) == second)
         assert _predict(client, png_bytes)["version"] == second
         text = client.get("/metrics").text
@@ -86,7 +87,7 @@ def test_registry_alias_readiness_reload_and_refusal(
         assert f'version="{first}"' not in text  # the old version's info series is gone
 
         broken = _broken_copy(trained_model, tmp_path / "broken")
-        third = register_version(uri, NAME, broken, "production", artifacts)
+        third = register_model(uri, NAME, broken, "production")
 
         def refused() -> bool:
             text = client.get("/metrics").text
@@ -139,9 +140,37 @@ def test_two_registries_never_share_a_cached_version(trained_model: Path, tmp_pa
     fetched = []
     for n, folder in enumerate((trained_model, other)):
         uri = f"sqlite:///{tmp_path}/mlflow{n}.db"
-        assert register_version(uri, NAME, folder, "production", tmp_path / f"a{n}") == "1"
+        assert register_folder_version(uri, NAME, folder, "production", tmp_path / f"a{n}") == "1"
         source = ModelSource(f"models:/{NAME}@production", uri, str(cache))
         fetched.append(source.fetch(source.resolve()))
     assert fetched[0] != fetched[1]
     assert "marker" not in load_card(fetched[0]).metrics
     assert load_card(fetched[1]).metrics["marker"] == 42.0
+
+
+def test_previous_format_versions_load_or_say_how_to_re_register(
+    trained_model: Path, tmp_path: Path, png_bytes: bytes
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    old = register_folder_version(uri, NAME, trained_model, "production", tmp_path / "a")
+    settings = settings_for(
+        f"models:/{NAME}/{old}", mlflow_tracking_uri=uri, model_cache_dir=str(tmp_path / "c")
+    )
+    with ready_client(settings) as client:
+        assert _predict(client, png_bytes)["version"] == old
+        assert client.get("/v1/models").json()["models"][0]["alias"] == "pinned"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no model here")
+    bad = register_folder_version(uri, NAME, empty, "broken", tmp_path / "b")
+    source = f"models:/{NAME}/{bad}"
+    settings = settings_for(source, mlflow_tracking_uri=uri, model_cache_dir=str(tmp_path / "c"))
+    with TestClient(create_app(settings)) as client:
+        _eventually(lambda: "re-register" in client.get("/readyz").text)
+        error = client.post("/v1/predict", files=[("files", ("a.png", png_bytes, "image/png"))])
+        assert error.status_code == 503
+        message = error.json()["error"]
+        assert f"{source} holds neither an MLmodel nor a model_card.json" in message
+        assert "`slipway registry register FOLDER --name NAME`" in message
+        assert "\n" not in message

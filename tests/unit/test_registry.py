@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from slipway.config.promotion import PromotionPolicy
+from slipway.errors import SlipwayError
 from slipway.promotion.gate import gate
 from slipway.promotion.rule import Decision, decide
 from slipway.registry.client import (
@@ -16,7 +18,6 @@ from slipway.registry.client import (
     Registry,
     RegistryError,
     absolute_tracking_uri,
-    parse_ref,
 )
 
 POLICY = PromotionPolicy(accuracy_margin=0.0, max_p95_latency_ms=50.0, min_accuracy=0.5)
@@ -51,14 +52,6 @@ def test_margin_allows_a_slightly_worse_candidate() -> None:
     assert decide(0.80, 3.0, POLICY, 0.80, "1").promote
 
 
-def test_parse_ref() -> None:
-    assert parse_ref("fashion@production") == ("fashion", "production", "")
-    assert parse_ref("fashion/3") == ("fashion", "", "3")
-    assert parse_ref("fashion") == ("fashion", "", "")
-    with pytest.raises(RegistryError, match="version must be a number"):
-        parse_ref("fashion/latest")
-
-
 def test_relative_sqlite_uri_becomes_absolute(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     uri = absolute_tracking_uri("sqlite:///sub/mlflow.db")
@@ -88,21 +81,38 @@ def _register(registry: Registry, name: str, model: Path, scan) -> str:
     return registry.register(name, model, run_id, tags)
 
 
-def test_registered_version_is_a_model_folder_with_lineage(
-    registry: Registry, trained_model: Path, scan, tmp_path: Path
+def test_registered_version_is_an_mlflow_model_and_a_model_folder_with_lineage(
+    registry: Registry, trained_model: Path, scan, tmp_path: Path, monkeypatch
 ) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     version = _register(registry, "folder", trained_model, scan)
+    # registering leaves the process-wide MLflow settings as they were
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
+    assert mlflow.get_tracking_uri() == "sqlite:///elsewhere.db"
     assert str(registry.alias_version("folder", STAGING).version) == version
     assert registry.alias_version("folder", PRODUCTION) is None
     folder = registry.download("folder@staging", tmp_path / "dl")
     names = {p.name for p in folder.iterdir()}
-    assert {"model_card.json", "model.onnx", "model.ts", "reference.json", "report.json"} <= names
-    tags = registry.describe(f"folder/{version}")["tags"]
+    expected = {"model_card.json", "model.onnx", "model.ts", "reference.json", "report.json"}
+    assert expected | {"MLmodel", "confusion_matrix.png", "requirements.txt", "code"} <= names
+    info = registry.describe(f"folder/{version}")
+    assert info["format"] == "mlflow-model" and info["source"] == f"models:/{info['model_id']}"
     report = json.loads((trained_model / "report.json").read_text())
+    metrics = info["metrics"]
+    assert metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
+    assert metrics["latency_b1_p95_ms"] > 0
+    assert not [key for key in info["tags"] if key.startswith(("metric.", "param."))]
+    assert info["params"]["arch"] == "resnet18" and info["params"]["epochs"] == "2"
+    tags = info["tags"]
     assert tags["dataset_fingerprint"] == scan.fingerprint
-    assert float(tags["metric.test_accuracy"]) == pytest.approx(report["accuracy"], abs=1e-6)
     assert tags["git_commit"] == "abc" and tags["pipeline_run_id"] == "p-1"
-    assert float(tags["metric.latency_b1_p95_ms"]) > 0
+    run = registry.client.get_run(info["run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.digest == scan.fingerprint[:32]
+    assert json.loads(dataset.dataset.profile)["test"] == scan.counts()["test"]
     assert registry.list_models()[0]["name"] == "folder"
 
 
@@ -180,3 +190,48 @@ def test_unknown_names_give_registry_errors(registry: Registry) -> None:
     with pytest.raises(RegistryError):
         registry.get("nope@production")
     assert isinstance(Decision(True, "x").label, str)
+
+
+def test_the_model_carries_all_the_slipway_code_its_pyfunc_needs(
+    registry: Registry, trained_model: Path, scan, tmp_path: Path
+) -> None:
+    """The pyfunc loader imports from the model's own `code/`, and nothing with torch or MLflow."""
+    import subprocess
+    import sys
+
+    version = _register(registry, "carried", trained_model, scan)
+    root = registry.download(f"carried/{version}", tmp_path / "dl")
+    code = root / "code"
+    probe = (
+        "import sys, json\n"
+        f"sys.path.insert(0, {str(code)!r})\n"
+        "import slipway.pyfunc\n"
+        f"model = slipway.pyfunc._load_pyfunc({str(root)!r})\n"
+        "files = [m.__file__ for n, m in sys.modules.items() if n.startswith('slipway')]\n"
+        "heavy = [n for n in ('torch', 'mlflow', 'kfp') if n in sys.modules]\n"
+        "print(json.dumps({'files': files, 'heavy': heavy, 'classes': model.classes}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout)
+    assert loaded["files"] and all(f.startswith(str(code)) for f in loaded["files"]), loaded
+    assert loaded["heavy"] == []
+    assert loaded["classes"] == scan.classes
+
+
+def test_a_local_folder_is_registered_as_staging_with_its_metrics(
+    registry: Registry, trained_model: Path
+) -> None:
+    from slipway.registry.lineage import register_from
+
+    version = register_from(registry, str(trained_model), "from-folder")
+    info = registry.describe(f"from-folder/{version}")
+    assert info["aliases"] == [STAGING] and info["format"] == "mlflow-model"
+    assert info["tags"]["registered_from"] == str(trained_model)
+    report = json.loads((trained_model / "report.json").read_text())
+    assert info["metrics"]["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
+    with pytest.raises(SlipwayError, match="holds neither an MLmodel nor a model_card"):
+        register_from(registry, str(trained_model / "checkpoints"), "from-folder")

@@ -102,7 +102,44 @@ app.kubernetes.io/component: drift-monitor
 {{- $_ := required "model.pvc.claimName is required when model.source is pvc" .Values.model.pvc.claimName }}
 {{- .Values.model.pvc.mountPath }}
 {{- else }}
-{{- required "model.mlflow.uri is required when model.source is mlflow" .Values.model.mlflow.uri }}
+{{- include "inference.registryRef" . }}
+{{- end }}
+{{- end }}
+
+{{/* The served model's reference in MLflow: `model.mlflow.uri`, else the registered model with
+its pinned `version` (GitOps mode) or its `alias` (registry-driven mode). */}}
+{{- define "inference.registryRef" -}}
+{{- $m := .Values.model }}
+{{- $version := toString (default "" $m.version) }}
+{{- if $m.mlflow.uri }}
+{{- $m.mlflow.uri }}
+{{- else if $version }}
+{{- printf "models:/%s/%s" (default $m.name $m.mlflow.registeredModel) $version }}
+{{- else }}
+{{- printf "models:/%s@%s" (default $m.name $m.mlflow.registeredModel) (required "model.alias or model.version is required when model.source is mlflow" $m.alias) }}
+{{- end }}
+{{- end }}
+
+{{/* True when the served model is one fixed version (GitOps mode): nothing to reload. */}}
+{{- define "inference.pinned" -}}
+{{- if eq .Values.model.source "mlflow" }}
+{{- if regexMatch "^(models:/[^@/]+/[0-9]+|models:/m-[0-9a-f]{32}|runs:/.+)$" (include "inference.registryRef" .) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Seconds between reload checks: 0 for a pinned version. */}}
+{{- define "inference.reloadInterval" -}}
+{{- if include "inference.pinned" . }}0{{ else }}{{ .Values.model.reloadIntervalSeconds | toString }}{{ end }}
+{{- end }}
+
+{{/* The drift monitor's reference: `drift.reference`, else the served model's. */}}
+{{- define "inference.drift.reference" -}}
+{{- if .Values.drift.reference }}
+{{- .Values.drift.reference }}
+{{- else if eq .Values.model.source "mlflow" }}
+{{- include "inference.registryRef" . }}
+{{- else }}
+{{- fail "drift.reference is required when model.source is pvc (the drift monitor does not mount the model claim)" }}
 {{- end }}
 {{- end }}
 

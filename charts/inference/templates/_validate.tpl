@@ -8,6 +8,9 @@ invalid combination fails `helm install` / `helm template` with a clear message.
 {{- if le (float64 .Values.terminationGracePeriodSeconds) (addf $pause $drain) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds (%v) + server.drainSeconds (%v)" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds .Values.server.drainSeconds) }}
 {{- end }}
+{{- if and .Values.model.mlflow.uri (toString (default "" .Values.model.version)) }}
+{{- fail "set model.version or model.mlflow.uri, not both: the uri already names the model" }}
+{{- end }}
 {{- if and (include "inference.hpa.enabled" .) (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
