@@ -90,7 +90,7 @@ def mlflow_env(run: Run, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def _service_probabilities(url: str, images: list[Path]) -> tuple[list[str], np.ndarray]:
     """Top classes and every class's probability (in the card's order) from `/v1/predict`."""
-    classes = httpx.get(f"{url}/v1/models", trust_env=False).json()["models"][0]["classes"]
+    classes = httpx.get(f"{url}/v1/models", trust_env=False).json()["details"][0]["classes"]
     files = [("files", (path.name, path.read_bytes(), "image/png")) for path in images]
     answer = httpx.post(f"{url}/v1/predict?top_k=1000", files=files, timeout=60, trust_env=False)
     assert answer.status_code == 200, answer.text
@@ -225,11 +225,11 @@ def test_a_pinned_version_ignores_an_alias_move(run: Run, tmp_path: Path) -> Non
     pinned = settings_for(f"models:/{NAME}/1", reload_interval_s=0.2, **common)
     following = settings_for(PRODUCTION_REF, reload_interval_s=0.2, **common)
     with ready_client(pinned) as pin, ready_client(following) as follow:
-        assert pin.get("/v1/models").json()["models"][0]["alias"] == "pinned"
+        assert pin.get("/v1/models").json()["details"][0]["alias"] == "pinned"
         registry.promote(NAME, second, "test: move the alias")
         try:
-            _until(lambda: follow.get("/v1/models").json()["models"][0]["version"] == second)
-            assert pin.get("/v1/models").json()["models"][0]["version"] == "1"
+            _until(lambda: follow.get("/v1/models").json()["details"][0]["version"] == second)
+            assert pin.get("/v1/models").json()["details"][0]["version"] == "1"
             png = run.images[0].read_bytes()
             answer = pin.post("/v1/predict", files=[("files", ("a.png", png, "image/png"))])
             assert answer.json()["version"] == "1"

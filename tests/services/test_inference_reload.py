@@ -158,7 +158,7 @@ def test_previous_format_versions_load_or_say_how_to_re_register(
     )
     with ready_client(settings) as client:
         assert _predict(client, png_bytes)["version"] == old
-        assert client.get("/v1/models").json()["models"][0]["alias"] == "pinned"
+        assert client.get("/v1/models").json()["details"][0]["alias"] == "pinned"
 
     empty = tmp_path / "empty"
     empty.mkdir()
