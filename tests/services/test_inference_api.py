@@ -81,7 +81,12 @@ def test_staging_is_served_under_its_own_name(client: TestClient, name: str, png
     main = client.post("/v1/predict", files=files).json()
     staging = client.post("/v1/predict", files=files, params={"model": f"{name}-staging"}).json()
     assert staging["model"] == f"{name}-staging" and main["model"] == name
-    assert staging["predictions"][0]["top_k"] == main["predictions"][0]["top_k"]
+    # Each slot's `auto` may pick another FP32 runtime: the same answer to float tolerance.
+    got, want = staging["predictions"][0]["top_k"], main["predictions"][0]["top_k"]
+    assert [t["class"] for t in got][:1] == [t["class"] for t in want][:1]
+    assert [t["probability"] for t in got] == pytest.approx(
+        [t["probability"] for t in want], abs=1e-4
+    )
     assert client.get(f"/v2/models/{name}-staging/ready").json()["ready"] is True
 
 
@@ -91,7 +96,9 @@ def test_v2_server_and_model_metadata(client: TestClient, name: str, trained_mod
     assert set(server) == {"name", "version", "extensions"}
     assert server["extensions"] == ["binary_tensor_data", "classification"]
     meta = client.get(f"/v2/models/{name}").json()
-    assert meta["name"] == name and meta["platform"] == "onnxruntime_onnx"
+    details = {d["name"]: d for d in client.get("/v1/models").json()["details"]}[name]
+    platforms = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino_onnx"}
+    assert meta["name"] == name and meta["platform"] == platforms[details["backend"]]
     assert len(meta["versions"]) == 1
     inputs = {i["name"]: i for i in meta["inputs"]}
     assert inputs["input"] == {
