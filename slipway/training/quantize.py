@@ -60,7 +60,7 @@ def _reader(inputs: np.ndarray) -> Any:
 def quantize_int8(
     model_dir: str | os.PathLike[str], calibration: np.ndarray, config: Int8Config
 ) -> Path:
-    """Write model.int8.onnx (QDQ, INT8 weights and activations) calibrated on `calibration`."""
+    """Write model.int8.onnx (QDQ: UINT8 activations, INT8 weights) calibrated on `calibration`."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -81,11 +81,11 @@ def quantize_int8(
             _reader(calibration.astype(np.float32)),
             quant_format=QuantFormat.QDQ,
             per_channel=config.per_channel,
-            activation_type=QuantType.QInt8,
+            # U8S8: onnxruntime's x86 integer kernels are about 3x faster with unsigned
+            # activations than with S8S8 QDQ on this kind of CPU (benchmarks/README.md).
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
-            extra_options={"CalibTensorRangeSymmetric": False},
-            calibration_cache_path=None,
         )
     return target
 
