@@ -5,8 +5,8 @@ Runs the service (`auto` backend) on the serving benchmark's model, sends reques
 raw-body), and splits the CPU seconds per request:
 
   server total    the service process's `process_cpu_seconds_total` delta / requests
-  model           `slipway_inference_model_duration_seconds_sum` delta x threads / requests
-                  (the forward's wall time on its intra-op threads; an upper bound of its CPU)
+  model           process CPU per image of the runtime `auto` chose, at the mean batch size
+                  the service formed (`slipway_inference_batch_size`), timed in process
   decode+prep     `services.inference.images.prepare` of the same image, timed in process
   multipart       Starlette's multipart parser on the same body, timed in process
   rest            server total - model - decode - multipart: HTTP, routing, batcher, JSON
@@ -38,13 +38,14 @@ def _metric(text: str, name: str) -> float:
     return sum(float(m) for m in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
-def _scrape(url: str) -> tuple[float, float, float]:
+def _scrape(url: str) -> tuple[float, float, float, float]:
     import httpx
 
     text = httpx.get(url + "/metrics", trust_env=False, timeout=10).text
     return (
         _metric(text, "process_cpu_seconds_total"),
-        _metric(text, "slipway_inference_model_duration_seconds_sum"),
+        _metric(text, "slipway_inference_batch_size_sum"),
+        _metric(text, "slipway_inference_batch_size_count"),
         sum(
             float(v)
             for v in re.findall(
@@ -98,6 +99,21 @@ def in_process(model_dir: Path, image: bytes) -> dict[str, float]:
     }
 
 
+def model_cpu_ms(model_dir: Path, url: str, batch: int, threads: int) -> float:
+    """Process CPU ms per image of the backend the service chose, at `batch`."""
+    import httpx
+    import numpy as np
+
+    from services.inference.backends import load_backend
+    from slipway.contract.card import load_card
+
+    chosen = httpx.get(url + "/v1/models", trust_env=False, timeout=10).json()["details"][0]
+    backend = load_backend(chosen["backend"], model_dir, "cpu", threads, False, chosen["precision"])
+    shape = load_card(model_dir).transform.input_shape
+    data = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    return _per_call_ms(lambda: backend.forward(data), repeats=20) / batch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -112,16 +128,17 @@ def main() -> None:
     rows = []
     with serve("service", model_dir, args.threads, work / "service.log") as server:
         for kind in ("multipart", "raw"):
-            cpu0, model0, count0 = _scrape(server.url)
+            cpu0, images0, batches0, count0 = _scrape(server.url)
             child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             out = run_loadgen(
                 server.url, image_path, "closed", args.concurrency, args.seconds, kind
             )
             child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu1, model1, count1 = _scrape(server.url)
+            cpu1, images1, batches1, count1 = _scrape(server.url)
             n = max(count1 - count0, 1)
             server_ms = (cpu1 - cpu0) * 1000 / n
-            model_ms = (model1 - model0) * args.threads * 1000 / n
+            batch = max(1, round((images1 - images0) / max(batches1 - batches0, 1)))
+            model_ms = model_cpu_ms(model_dir, server.url, batch, args.threads)
             client_ms = (
                 (child1.ru_utime - child0.ru_utime + child1.ru_stime - child0.ru_stime) * 1000 / n
             )
