@@ -108,6 +108,7 @@ class InferenceWorker:
         self.image_cost_s = 0.0  # recent seconds per image through the thread; 0 until measured
         self._running = 0
         self._last_end = 0.0
+        self._stalled = 0.0  # seconds of an injected `slow` fault in the current batch
         self.fault = Fault()
         self._cv = threading.Condition()
         self._items: deque[_Item] = deque()
@@ -286,7 +287,9 @@ class InferenceWorker:
         now = time.monotonic()
         began = max(self._last_end, min(i.enqueued for i in items))
         self._last_end = now
-        per_image_s = (now - began) / len(items)
+        # An injected stall stands for a slow model the latency alerts must see, not shed.
+        per_image_s = max(0.0, now - began - self._stalled) / len(items)
+        self._stalled = 0.0
         previous = self.image_cost_s
         self.image_cost_s = (
             per_image_s if not previous else previous + COST_SMOOTHING * (per_image_s - previous)
@@ -311,6 +314,7 @@ class InferenceWorker:
                 raise RuntimeError("injected fault")
             if mode == "slow":
                 time.sleep(self.fault.seconds)
+                self._stalled = self.fault.seconds
             inputs = np.stack([i.array for i in items])
             began = time.perf_counter()
             logits = model.backend.forward(inputs)

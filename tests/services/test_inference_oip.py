@@ -74,7 +74,7 @@ def images(image_paths: list[Path]) -> list[Path]:
 @pytest.fixture(scope="module")
 def expected(server: ServerProcess, images: list[Path]) -> tuple[list[str], np.ndarray]:
     """The classes and the [N, K] probabilities `/v1/predict` answers for `images`."""
-    classes = httpx.get(server.url + "/v1/models").json()["models"][0]["classes"]
+    classes = httpx.get(server.url + "/v1/models").json()["details"][0]["classes"]
     files = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
     body = httpx.post(server.url + "/v1/predict", files=files, params={"top_k": 1000}).json()
     rows = []

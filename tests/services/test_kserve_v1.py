@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import io
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,31 +186,47 @@ def test_overload_is_shed_with_503_and_retry_after(server: ServerProcess, png_by
     ) == codes.count(503)
 
 
+_KSERVE_CALLS = """
+import asyncio, json, sys
+import httpx
+from kserve import InferenceRESTClient, RESTConfig
+
+url, headers, body = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+
+
+async def calls():
+    client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=60))
+    async with client:
+        ready = await client.is_model_ready(url, "fashion", headers=headers)
+        answer = await client.infer(url, body, model_name="fashion", headers=headers)
+        try:
+            await client.infer(url, body, model_name="nope", headers=headers)
+        except httpx.HTTPStatusError as exc:
+            unknown = str(exc)
+        try:
+            await client.infer(url, {"instances": [1]}, model_name="fashion", headers=headers)
+        except httpx.HTTPStatusError as exc:
+            bad = str(exc)
+    return [ready, answer, unknown, bad]
+
+
+print(json.dumps(asyncio.run(calls())))
+"""
+
+
 def test_kserve_rest_client_speaks_v1(server: ServerProcess, png_bytes: bytes) -> None:
-    """KServe's own client (`kserve.InferenceRESTClient`, protocol v1) against the service."""
-    pytest.importorskip("kserve", reason="the kserve package (dev extra) is not installed")
-    from kserve import InferenceRESTClient, RESTConfig
+    """KServe's own client (`kserve.InferenceRESTClient`, protocol v1) against the service.
 
+    In a process of its own: kserve's generated gRPC stubs and tritonclient's (imported by
+    other tests of this session) register the same protobuf symbols and cannot share one.
+    """
+    if importlib.util.find_spec("kserve") is None:
+        pytest.skip("the kserve package (dev extra) is not installed")
     body = {"instances": [{"image": {"b64": _b64(png_bytes)}}]}
-
-    async def calls() -> tuple[bool, dict[str, Any], str, str]:
-        client = InferenceRESTClient(RESTConfig(protocol="v1", timeout=60))
-        async with client:
-            ready = await client.is_model_ready(server.url, "fashion", headers=AUTH)
-            answer = await client.infer(server.url, body, model_name="fashion", headers=AUTH)
-            try:
-                await client.infer(server.url, body, model_name="nope", headers=AUTH)
-            except httpx.HTTPStatusError as exc:
-                unknown = str(exc)
-            try:
-                await client.infer(
-                    server.url, {"instances": [1]}, model_name="fashion", headers=AUTH
-                )
-            except httpx.HTTPStatusError as exc:
-                bad = str(exc)
-        return ready, answer, unknown, bad
-
-    ready, answer, unknown, bad = asyncio.run(calls())
+    argv = [sys.executable, "-c", _KSERVE_CALLS, server.url, json.dumps(AUTH), json.dumps(body)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    ready, answer, unknown, bad = json.loads(done.stdout.strip().splitlines()[-1])
     assert ready is True
     (prediction,) = answer["predictions"]
     assert prediction["confidence"] == pytest.approx(max(prediction["probabilities"]))
