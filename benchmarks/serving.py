@@ -30,9 +30,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,126 +38,16 @@ from fastapi import File, UploadFile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-SPINNING = False  # onnxruntime intra-op spin-waiting (the service's default); --spin turns it on
-
-
-# Model and image ----------------------------------------------------------------------------
-
-
-def make_model(out: Path, image_size: int = 224, classes: int = 10) -> Path:
-    """A random-init 3-channel ResNet-18 model folder with model.onnx and model.ts."""
-    import torch
-
-    from slipway.contract.card import WEIGHTS_FILE, ModelCard
-    from slipway.contract.preprocessing import Preprocessing
-    from slipway.training.export import export_onnx, export_torchscript
-    from slipway.training.models import build_model
-
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    prep = Preprocessing(
-        image_size=image_size, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-    )
-    model = build_model("resnet18", classes, 3).eval()
-    torch.save(model.state_dict(), out / WEIGHTS_FILE)
-    names = [f"class{i}" for i in range(classes)]
-    ModelCard(name="bench", arch="resnet18", classes=names, preprocessing=prep.to_dict()).save(out)
-    export_onnx(out)
-    export_torchscript(out)
-    return out
-
-
-def make_image(size: int = 224) -> bytes:
-    """A JPEG with smooth structure and some noise, like a photo at the model's size."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:size, 0:size] / size
-    base = np.stack([np.sin(6 * x), np.cos(5 * y), np.sin(4 * (x + y))], axis=-1) * 0.5 + 0.5
-    pixels = np.clip(base * 220 + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-# Raw model throughput -----------------------------------------------------------------------
-
-
-def _stats(latencies: list[float], count: int, seconds: float) -> dict[str, float]:
-    ms = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
-    return {
-        "req_s": count / seconds if seconds else 0.0,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "count": count,
-    }
-
-
-def _inputs(model_dir: Path, batch: int) -> np.ndarray:
-    from slipway.contract.card import load_card
-
-    shape = load_card(model_dir).transform.input_shape
-    return np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
-
-
-def raw_onnx(model_dir: Path, threads: int, batch: int, seconds: float) -> dict[str, float]:
-    """Forwards of `batch` images back to back on one thread; req_s counts images."""
-    from services.inference.backends import OnnxBackend
-
-    backend = OnnxBackend(model_dir, "cpu", threads, SPINNING)
-    data = _inputs(model_dir, batch)
-    for _ in range(3):
-        backend.forward(data)
-    latencies: list[float] = []
-    began = time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        t = time.perf_counter()
-        backend.forward(data)
-        latencies.append(time.perf_counter() - t)
-    elapsed = time.perf_counter() - began
-    return _stats(latencies, len(latencies) * batch, elapsed)
-
-
-def pooled_forwards(
-    model_dir: Path, threads: int, workers: int, seconds: float, runtime: str
-) -> dict[str, float]:
-    """Batch-1 forwards issued from a pool of `workers` threads, as a `def` endpoint would."""
-    if runtime == "torch":
-        import torch
-
-        from slipway.training.models import load_trained
-
-        if threads:
-            torch.set_num_threads(threads)
-        model = load_trained(model_dir)
-
-        def forward(data: np.ndarray) -> None:
-            with torch.inference_mode():
-                model(torch.from_numpy(data))
-    else:
-        from services.inference.backends import OnnxBackend
-
-        forward = OnnxBackend(model_dir, "cpu", threads, SPINNING).forward  # type: ignore[assignment]
-    data = _inputs(model_dir, 1)
-    forward(data)
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def loop() -> None:
-        while time.perf_counter() < deadline:
-            t = time.perf_counter()
-            forward(data)
-            with lock:
-                latencies.append(time.perf_counter() - t)
-
-    began = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(loop) for _ in range(workers)]:
-            future.result()
-    return _stats(latencies, len(latencies), time.perf_counter() - began)
-
+import serving_limits  # noqa: E402
+from serving_limits import (  # noqa: E402
+    RUNTIMES,
+    make_image,
+    make_model,
+    pooled_forwards,
+    raw_forwards,
+)
 
 # Naive baseline server ----------------------------------------------------------------------
 
@@ -270,7 +157,8 @@ def serve(kind: str, model_dir: Path, threads: int, log: Path, **settings: Any) 
             {
                 "model_source": model_dir, "port": port, "grpc_port": grpc_port,
                 "host": "127.0.0.1", "threads": threads, "reload_interval_s": 0,
-                "log_level": "WARNING", "intra_op_spinning": SPINNING, **settings,
+                "log_level": "WARNING", "intra_op_spinning": serving_limits.SPINNING,
+                **settings,
             }
         )  # fmt: skip
         env["SLIPWAY_GRPC_PORT"] = str(grpc_port)  # where `grpc_url` finds it
@@ -306,7 +194,30 @@ def _merge(runs: list[dict]) -> dict:
     return merged
 
 
+def _raw_scenarios(args: argparse.Namespace, model_dir: Path) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for runtime in RUNTIMES:
+        for batch in sorted({1, args.best_batch}):
+            name = f"raw {runtime[0]} {runtime[1]} b={batch}"
+            rows.append(
+                (name, lambda r=runtime, b=batch: raw_forwards(model_dir, args.threads, b,
+                                                               args.seconds, r))
+            )  # fmt: skip
+    if args.extra:
+        rows += [
+            ("onnx pool x4 b=1",
+             lambda: pooled_forwards(model_dir, args.threads, 4, args.seconds, "onnx")),
+            ("torch pool x4 b=1",
+             lambda: pooled_forwards(model_dir, args.threads, 4, args.seconds, "torch")),
+            ("torch 1 thread b=1",
+             lambda: pooled_forwards(model_dir, args.threads, 1, args.seconds, "torch")),
+        ]  # fmt: skip
+    return rows
+
+
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
     work = Path(tempfile.mkdtemp(prefix="slipway-bench-"))
     print(f"model folder and logs in {work}", flush=True)
     model_dir = make_model(work / "model", args.image_size)
@@ -316,31 +227,34 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict]] = {}
     with contextlib.ExitStack() as stack:
         urls, servers = {}, {}
-        for kind in ("service", "naive"):
-            server = serve(kind, model_dir, args.threads, work / f"{kind}.log")
+        pinned = {"backend": "onnxruntime", "precision": "fp32"}
+        for kind, settings in (("auto", {}), ("ort-fp32", pinned)):
+            server = serve("service", model_dir, args.threads, work / f"{kind}.log", **settings)
             servers[kind] = stack.enter_context(server)
             urls[kind] = servers[kind].url
-        model = served_name(urls["service"])
-        # (scenario, URL, request kind): the service over each protocol, then the naive server.
+        if args.extra:
+            servers["naive"] = stack.enter_context(
+                serve("naive", model_dir, args.threads, work / "naive.log")
+            )
+            urls["naive"] = servers["naive"].url
+        model = served_name(urls["auto"])
+        details = httpx.get(urls["auto"] + "/v1/models", trust_env=False).json()["details"][0]
+        chosen = f"{details['backend']} {details['precision']}"
+        print(f"auto chose {chosen}: {details['runtime']['autotune']}", flush=True)
         clients = [
-            ("service", urls["service"], "multipart"),
-            ("oip-binary", urls["service"], "oip-binary"),
-            ("grpc", grpc_url(servers["service"]), "grpc"),
-            ("naive", urls["naive"], "multipart"),
+            ("auto multipart", urls["auto"], "multipart"),
+            ("auto raw-body", urls["auto"], "raw"),
+            ("ort-fp32 multipart", urls["ort-fp32"], "multipart"),
         ]
+        if args.extra:
+            clients += [
+                ("auto oip-binary", urls["auto"], "oip-binary"),
+                ("auto grpc", grpc_url(servers["auto"]), "grpc"),
+                ("naive", urls["naive"], "multipart"),
+            ]
         for round_no in range(args.rounds):
             print(f"round {round_no + 1}/{args.rounds}", flush=True)
-            scenarios: list[tuple[str, Any]] = [
-                ("raw b=1", lambda: raw_onnx(model_dir, args.threads, 1, args.seconds)),
-                (f"raw b={args.best_batch}",
-                 lambda: raw_onnx(model_dir, args.threads, args.best_batch, args.seconds)),
-                ("onnx pool x4 b=1",
-                 lambda: pooled_forwards(model_dir, args.threads, 4, args.seconds, "onnx")),
-                ("torch pool x4 b=1",
-                 lambda: pooled_forwards(model_dir, args.threads, 4, args.seconds, "torch")),
-                ("torch 1 thread b=1",
-                 lambda: pooled_forwards(model_dir, args.threads, 1, args.seconds, "torch")),
-            ]  # fmt: skip
+            scenarios = _raw_scenarios(args, model_dir)
             for level in levels:
                 for label, url, request in clients:
                     scenarios.append(
@@ -351,71 +265,80 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             for name, run in scenarios:
                 result = run()
                 runs.setdefault(name, []).append(result)
-                print(f"  {name:<20} {result['req_s']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms",
+                print(f"  {name:<28} {result['req_s']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms",
                       flush=True)  # fmt: skip
     results = {name: _merge(r) for name, r in runs.items()}
     results.update(overload(args, model_dir, image_path, work, results))
-    return {"config": vars(args), "results": results}
+    return {"config": vars(args), "auto_choice": chosen, "results": results}
 
 
 def overload(args: argparse.Namespace, model_dir: Path, image: Path, work: Path, results: dict):
-    """Offer `--overload` x the measured capacity to a service with a short queue."""
+    """Offer `--overload` x the measured capacity, then 64 closed-loop clients, to a service
+    with its default admission (time budget from the latency SLO, count bound 256)."""
     top = max(int(c) for c in args.concurrency.split(","))
-    capacity = results[f"service c={top}"]["req_s"]
-    queue = 2 * args.max_batch
-    settings = {"max_queue": queue, "max_batch_size": args.max_batch}
-    with serve("service", model_dir, args.threads, work / "overload.log", **settings) as server:
-        result = run_loadgen(server.url, image, "open", args.overload * capacity, args.seconds)
-    return {f"service overload x{args.overload:g} (queue {queue})": result}
+    capacity = max(results[f"auto {k} c={top}"]["req_s"] for k in ("multipart", "raw-body"))
+    out = {}
+    with serve("service", model_dir, args.threads, work / "overload.log") as server:
+        rate = args.overload * capacity
+        out[f"overload x{args.overload:g} open loop"] = run_loadgen(
+            server.url, image, "open", rate, args.seconds
+        )
+        out["overload c=64 closed loop"] = run_loadgen(
+            server.url, image, "closed", 64, args.seconds
+        )
+    return out
+
+
+def _limits(results: dict, best_batch: int) -> dict[str, float]:
+    raw = {n: r for n, r in results.items() if n.startswith("raw ") and "pool" not in n}
+    return {
+        "int8": max((r["req_s"] for n, r in raw.items() if f"int8 b={best_batch}" in n), default=0),
+        "fp32": max((r["req_s"] for n, r in raw.items() if "fp32" in n), default=0),
+        "any": max(r["req_s"] for r in raw.values()),
+        "b1_p50": min(r["p50_ms"] for n, r in raw.items() if n.endswith("b=1")),
+    }
 
 
 def report(data: dict[str, Any]) -> str:
     results = data["results"]
     cfg = data["config"]
-    limit = results[f"raw b={cfg['best_batch']}"]["req_s"]
-    limit_b1 = results["raw b=1"]
+    lim = _limits(results, cfg["best_batch"])
     lines = [
-        f"{'scenario':<36}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x raw':>8}",
-        "-" * 71,
+        f"{'scenario':<32}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x limit':>9}",
+        "-" * 68,
     ]
     for name, r in results.items():
         lines.append(
-            f"{name:<36}{r['req_s']:9.1f}{r['p50_ms']:9.1f}{r['p99_ms']:9.1f}"
-            f"{r['req_s'] / limit:8.2f}"
+            f"{name:<32}{r['req_s']:9.1f}{r['p50_ms']:9.1f}{r['p99_ms']:9.1f}"
+            f"{r['req_s'] / lim['any']:9.2f}"
         )
     top = max(int(c) for c in cfg["concurrency"].split(","))
-    service, naive = results[f"service c={top}"], results[f"naive c={top}"]
-    c1 = results.get("service c=1")
-    over = next((r for n, r in results.items() if "overload" in n), None)
-    lines.append("")
-    lines.append(f"targets (raw limit {limit:.1f} img/s at batch {cfg['best_batch']}):")
-    lines.append(
-        f"  service c={top} >= 0.85 x raw: {service['req_s'] / limit:.2f}"
-        f"  {'PASS' if service['req_s'] >= 0.85 * limit else 'MISS'}"
-    )
-    lines.append(
-        f"  service c={top} >= 1.5 x naive: {service['req_s'] / max(naive['req_s'], 1e-9):.2f}"
-        f"  {'PASS' if service['req_s'] >= 1.5 * naive['req_s'] else 'MISS'}"
-    )
-    for label in ("oip-binary", "grpc"):
-        row = results.get(f"{label} c={top}")
-        if row:
-            lines.append(
-                f"  {label} c={top}: {row['req_s'] / limit:.2f} x raw, "
-                f"{row['req_s'] / max(service['req_s'], 1e-9):.2f} x multipart"
-            )
-    if c1:
-        gap = c1["p50_ms"] - limit_b1["p50_ms"]
-        lines.append(f"  service c=1 p50 - raw b=1 p50 <= 5 ms: {gap:.1f} ms"
-                     f"  {'PASS' if gap <= 5 else 'MISS'}")  # fmt: skip
-    if over:
+    best = max(results[f"auto {k} c={top}"]["req_s"] for k in ("multipart", "raw-body"))
+    c1 = min(results[f"auto {k} c=1"]["p50_ms"] for k in ("multipart", "raw-body"))
+    fp32 = results[f"ort-fp32 multipart c={top}"]["req_s"]
+    verdict = {True: "PASS", False: "MISS"}
+    lines += [
+        "",
+        f"auto chose {data['auto_choice']}; limits: INT8 b={cfg['best_batch']} {lim['int8']:.1f} "
+        f"img/s, FP32 {lim['fp32']:.1f} img/s, best b=1 p50 {lim['b1_p50']:.1f} ms",
+        f"  auto c={top} >= 0.6 x INT8 limit: {best / max(lim['int8'], 1e-9):.2f}"
+        f"  {verdict[best >= 0.6 * lim['int8']]}",
+        f"  auto c=1 p50 <= best raw b=1 p50 + 3 ms: {c1 - lim['b1_p50']:+.1f} ms"
+        f"  {verdict[c1 <= lim['b1_p50'] + 3]}",
+        f"  ORT FP32 served c={top} >= 0.85 x FP32 limit: {fp32 / max(lim['fp32'], 1e-9):.2f}"
+        f"  {verdict[fp32 >= 0.85 * lim['fp32']]}",
+    ]
+    budget_ms = 0.8 * 500  # the service's default: 80 % of latency_slo_ms
+    for name, over in results.items():
+        if not name.startswith("overload"):
+            continue
         codes = {int(k): v for k, v in over["codes"].items()}
         total = sum(codes.values())
         ok, busy = codes.get(200, 0), codes.get(503, 0)
         lines.append(
-            f"  overload: offered {over['offered_req_s']:.1f} req/s, {ok} answered "
-            f"(p99 {over['p99_ms']:.0f} ms, max {over['max_ms']:.0f} ms), "
-            f"{busy} got 503 ({busy / max(total, 1):.0%}), other {total - ok - busy}"
+            f"  {name}: {ok} answered (p99 {over['p99_ms']:.0f} ms, budget {budget_ms:.0f} ms"
+            f" {verdict[over['p99_ms'] <= budget_ms]}), {busy} got 503 "
+            f"({busy / max(total, 1):.0%}), other {total - ok - busy}"
         )
     return "\n".join(lines)
 
@@ -428,7 +351,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--best-batch", type=int, default=8)
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--overload", type=float, default=2.0)
+    parser.add_argument("--overload", type=float, default=4.0)
+    parser.add_argument(
+        "--extra", action="store_true", help="Also thread pools, torch, OIP, gRPC and naive rows."
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument(
@@ -444,8 +370,7 @@ def main() -> None:
     parser.add_argument("--served-name", default="", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global SPINNING
-    SPINNING = args.spin
+    serving_limits.SPINNING = args.spin
     if args.loadgen:
         image = args.image.read_bytes()
         result = loadgen(

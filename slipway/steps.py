@@ -196,22 +196,34 @@ def export_step(
     tracking: TrackingConfig,
     run_id: str,
 ) -> dict[str, Any]:
-    """Export ONNX + TorchScript from a copy of the folder; parity on real test images; latency."""
+    """Export ONNX + TorchScript from a copy of the folder; parity on real test images; latency.
+
+    With `model.int8.enabled`, also the INT8 model, its parity on the test split and its gate;
+    the figures go to the card and the MLflow run, the gate's verdict as run tags.
+    """
     from slipway.registry.tracking import log_metrics
     from slipway.training.export import export_model
     from slipway.training.parity import parity_inputs
 
     shutil.copytree(model_in, model_out, dirs_exist_ok=True)
-    inputs = parity_inputs(model_out, load_dataset(dataset_dir), model.parity_images)
+    scan = load_dataset(dataset_dir)
+    inputs = parity_inputs(model_out, scan, model.parity_images)
     info = export_model(
         model_out,
         inputs,
         tolerance=model.parity_tolerance,
         batch_sizes=(1, model.latency_batch_size),
+        scan=scan,
+        int8=model.int8,
     )
     if run_id:
+        registry = Registry(tracking.uri)
         numbers = {k: v for k, v in info.items() if isinstance(v, int | float)}
-        log_metrics(Registry(tracking.uri), run_id, numbers)
+        log_metrics(registry, run_id, numbers)
+        if "int8" in info:
+            registry.client.set_tag(run_id, "int8_servable", str(info["int8"]["servable"]))
+            registry.client.set_tag(run_id, "int8_reason", info["int8"]["reason"])
+        registry.client.set_tag(run_id, "serve_precision", info["serve_precision"])
     return info
 
 

@@ -1,8 +1,10 @@
-"""Model runtimes: onnxruntime (default, no torch) and TorchScript (optional, for CUDA).
+"""Model runtimes: onnxruntime and OpenVINO (both read the ONNX files, no torch), and
+TorchScript (optional, for CUDA).
 
 A backend turns a float32 (N, C, H, W) batch into float32 (N, K) logits. It is called from one
 inference thread only: PyTorch and onnxruntime both slow down badly when forwards come from
-several threads on a small machine.
+several threads on a small machine. The ONNX runtimes serve either precision: `fp32` reads
+model.onnx, `int8` the quantized model.int8.onnx (QDQ) written by the export.
 """
 
 from __future__ import annotations
@@ -13,13 +15,26 @@ from typing import Protocol
 
 import numpy as np
 
-from slipway.contract.card import ONNX_FILE, TORCHSCRIPT_FILE
+from slipway.contract.card import ONNX_FILE, ONNX_INT8_FILE, TORCHSCRIPT_FILE
 from slipway.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+ONNX_FILES = {"fp32": ONNX_FILE, "int8": ONNX_INT8_FILE}
+
+
+def onnx_path(model_dir: Path, precision: str) -> Path:
+    """The ONNX file of one precision, or a ModelError saying how to make it."""
+    name = ONNX_FILES.get(precision)
+    if name is None:
+        raise ModelError(f"unknown precision {precision!r}; choose fp32 or int8")
+    path = Path(model_dir) / name
+    if not path.is_file():
+        how = "export with model.int8.enabled" if precision == "int8" else "run `slipway export`"
+        raise ModelError(f"{model_dir} has no {name}; {how} first")
+    return path
 
 
 class Backend(Protocol):
@@ -27,6 +42,7 @@ class Backend(Protocol):
 
     name: str
     platform: str
+    precision: str
 
     def forward(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -38,13 +54,17 @@ class OnnxBackend:
     platform = "onnxruntime_onnx"
 
     def __init__(
-        self, model_dir: Path, device: str = "cpu", threads: int = 0, spinning: bool = False
+        self,
+        model_dir: Path,
+        device: str = "cpu",
+        threads: int = 0,
+        spinning: bool = False,
+        precision: str = "fp32",
     ) -> None:
         import onnxruntime as ort
 
-        path = Path(model_dir) / ONNX_FILE
-        if not path.is_file():
-            raise ModelError(f"{model_dir} has no {ONNX_FILE}; run `slipway export` first")
+        path = onnx_path(model_dir, precision)
+        self.precision = precision
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -70,11 +90,61 @@ class OnnxBackend:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
 
+class OpenVinoBackend:
+    """OpenVINO's CPU plugin compiling the same ONNX file (latency hint, fixed thread count).
+
+    The batch axis stays dynamic; OpenVINO compiles a kernel set per batch size on first use,
+    which the warm-up at load pays for the sizes it runs.
+    """
+
+    name = "openvino"
+    platform = "openvino_onnx"
+
+    def __init__(
+        self, model_dir: Path, device: str = "cpu", threads: int = 0, precision: str = "fp32"
+    ) -> None:
+        if device != "cpu":
+            raise ModelError("BACKEND=openvino runs on the CPU only")
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise ModelError(
+                "BACKEND=openvino needs openvino (image variant BACKEND=openvino)"
+            ) from exc
+        path = onnx_path(model_dir, precision)
+        self.precision = precision
+        # f32 inference precision: on CPUs with AVX512-BF16 or AMX the plugin otherwise runs
+        # FP32 models in bfloat16 (about 2e-2 off in the logits), which is not the FP32 model.
+        config: dict[str, object] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(str(path), "CPU", config)
+        except Exception as exc:
+            raise ModelError(f"cannot load {path} with openvino: {exc}") from exc
+        names = [name for port in self.compiled.inputs for name in port.get_names()]
+        if INPUT_NAME not in names:
+            raise ModelError(f"{path} has no input named {INPUT_NAME!r} (inputs: {names})")
+        self.request = self.compiled.create_infer_request()
+        self._output = self.compiled.output(OUTPUT_NAME)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({INPUT_NAME: batch}, share_inputs=True)
+        # The request reuses its output buffer on the next call: hand out a copy.
+        return np.array(result[self._output], dtype=np.float32, copy=True)
+
+
 class TorchBackend:
     """TorchScript model.ts on CPU or CUDA; imports torch only when chosen."""
 
     name = "torch"
     platform = "pytorch_torchscript"
+    precision = "fp32"
 
     def __init__(self, model_dir: Path, device: str = "cpu", threads: int = 0) -> None:
         try:
@@ -103,14 +173,23 @@ class TorchBackend:
 
 
 def load_backend(
-    kind: str, model_dir: Path, device: str, threads: int, spinning: bool = False
+    kind: str,
+    model_dir: Path,
+    device: str,
+    threads: int,
+    spinning: bool = False,
+    precision: str = "fp32",
 ) -> Backend:
-    """The backend named by settings.backend for one model folder."""
+    """One concrete backend (not `auto`) at one precision (not `auto`) for a model folder."""
     if kind == "torch":
+        if precision != "fp32":
+            raise ModelError("BACKEND=torch serves fp32 only (model.ts)")
         return TorchBackend(model_dir, device, threads)
     if kind == "onnxruntime":
-        return OnnxBackend(model_dir, device, threads, spinning)
-    raise ModelError(f"unknown backend {kind!r}; choose onnxruntime or torch")
+        return OnnxBackend(model_dir, device, threads, spinning, precision)
+    if kind == "openvino":
+        return OpenVinoBackend(model_dir, device, threads, precision)
+    raise ModelError(f"unknown backend {kind!r}; choose onnxruntime, openvino or torch")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -3,14 +3,19 @@
 Requests reserve queue room first (`admit`), decode off the loop, then `submit` their arrays.
 The thread takes the oldest image and gathers more of the same model until the batch is full,
 `max_wait` has passed since the oldest arrived, or nothing else is on its way: a lone request
-is never held back waiting for company. The queue is bounded: when full, a request is refused at
-once with 503 and Retry-After instead of waiting without limit.
+is never held back waiting for company.
+
+Admission is bounded by time first: a request whose expected wait (images queued, being decoded
+or in the running batch, times the recent time per image through the inference thread) exceeds
+the budget is refused at once with 503 and Retry-After, so the requests that are accepted are
+answered within it at any offered load. The count bound (`max_queue`) stays as a backstop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -26,6 +31,8 @@ from services.inference.metrics import Metrics
 from services.inference.model import LoadedModel, ModelSlot
 
 log = logging.getLogger(__name__)
+
+COST_SMOOTHING = 0.2  # weight of the newest batch in the per-image cost average
 
 
 @dataclass
@@ -90,12 +97,18 @@ class InferenceWorker:
         max_wait_s: float = 0.005,
         max_queue: int = 256,
         timeout_s: float = 30.0,
+        budget_s: float = 0.0,
     ) -> None:
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.timeout_s = timeout_s
+        self.budget_s = budget_s
+        self.image_cost_s = 0.0  # recent seconds per image through the thread; 0 until measured
+        self._running = 0
+        self._last_end = 0.0
+        self._stalled = 0.0  # seconds of an injected `slow` fault in the current batch
         self.fault = Fault()
         self._cv = threading.Condition()
         self._items: deque[_Item] = deque()
@@ -113,12 +126,26 @@ class InferenceWorker:
         """Images queued or reserved (being decoded)."""
         return len(self._items) + self._reserved
 
+    def expected_wait_s(self, count: int = 1) -> float:
+        """Seconds until `count` more images would be answered, at the recent cost per image."""
+        return (self.pending + self._running + count) * self.image_cost_s
+
     def admit(self, slot: ModelSlot, count: int) -> None:
-        """Reserve room for `count` images or refuse now with 503 (queue full or draining)."""
+        """Reserve room for `count` images or refuse now with 503 (over the time budget, queue
+        full or draining)."""
         with self._cv:
             if self._closing:
                 self.metrics.rejected.labels(slot.name, "draining").inc()
                 raise UnavailableError("the server is shutting down", reason="draining")
+            wait = self.expected_wait_s(count)
+            if self.budget_s and wait > self.budget_s:
+                self.metrics.rejected.labels(slot.name, "over_budget").inc()
+                raise UnavailableError(
+                    f"overloaded: expected wait {wait * 1000:.0f} ms exceeds the budget of "
+                    f"{self.budget_s * 1000:.0f} ms",
+                    reason="over_budget",
+                    retry_after=max(1, math.ceil(wait - self.budget_s)),
+                )
             if self.pending + count > self.max_queue:
                 self.metrics.rejected.labels(slot.name, "queue_full").inc()
                 raise UnavailableError(
@@ -193,7 +220,10 @@ class InferenceWorker:
             if call is not None:
                 self._run_call(*call)
             elif batch:
-                self._process(batch)
+                try:
+                    self._process(batch)
+                finally:
+                    self._running = 0
 
     def _collect(self) -> list[_Item]:
         """Gather one batch of the oldest item's model; called with the lock held."""
@@ -209,6 +239,7 @@ class InferenceWorker:
                 break
             self._cv.wait(remaining)
         name = first.slot.name
+        self._running = len(batch)
         self._depth[name] -= len(batch)
         self.metrics.queue_depth.labels(name).set(self._depth[name])
         return batch
@@ -248,6 +279,22 @@ class InferenceWorker:
         if results:
             _post(batch[0].loop, results)
 
+    def _learn_cost(self, items: list[_Item]) -> None:
+        """Seconds per image of this batch's whole cycle, not just its forward: from the end of
+        the previous batch (or the oldest arrival, if the thread was idle) to now. On a small
+        machine the forward shares the cores with decoding and HTTP, so the rate the queue
+        really drains at is lower than the bare forward suggests."""
+        now = time.monotonic()
+        began = max(self._last_end, min(i.enqueued for i in items))
+        self._last_end = now
+        # An injected stall stands for a slow model the latency alerts must see, not shed.
+        per_image_s = max(0.0, now - began - self._stalled) / len(items)
+        self._stalled = 0.0
+        previous = self.image_cost_s
+        self.image_cost_s = (
+            per_image_s if not previous else previous + COST_SMOOTHING * (per_image_s - previous)
+        )
+
     def _forward(self, items: list[_Item]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
         slot = items[0].slot
         model = slot.current
@@ -267,10 +314,13 @@ class InferenceWorker:
                 raise RuntimeError("injected fault")
             if mode == "slow":
                 time.sleep(self.fault.seconds)
+                self._stalled = self.fault.seconds
             inputs = np.stack([i.array for i in items])
             began = time.perf_counter()
             logits = model.backend.forward(inputs)
-            self.metrics.model_duration.labels(slot.name).observe(time.perf_counter() - began)
+            took = time.perf_counter() - began
+            self._learn_cost(items)
+            self.metrics.model_duration.labels(slot.name).observe(took)
             self.metrics.batch_size.labels(slot.name).observe(len(items))
             probs = softmax(logits)
         except Exception as exc:

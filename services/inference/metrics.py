@@ -25,7 +25,7 @@ GRPC_ROUTE = "grpc"  # the route label of gRPC ModelInfer calls
 KSERVE_PREDICT_ROUTE = "/v1/models/{name}:predict"
 PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, "/v2/models/{name}/infer", GRPC_ROUTE)
 CODE_CLASSES = ("2xx", "4xx", "5xx")
-REJECT_REASONS = ("queue_full", "draining", "timeout")
+REJECT_REASONS = ("queue_full", "over_budget", "draining", "timeout")
 
 
 class Metrics:
@@ -59,7 +59,8 @@ class Metrics:
             p + "in_flight_requests", "Prediction requests being handled.", ["model"], registry=r
         )
         self.rejected = Counter(
-            p + "rejected_total", "Requests refused with 503 (queue_full, draining, timeout).",
+            p + "rejected_total",
+            "Requests refused with 503 (queue_full, over_budget, draining, timeout).",
             ["model", "reason"], registry=r,
         )  # fmt: skip
         self.confidence = Histogram(
@@ -74,8 +75,9 @@ class Metrics:
             ["model"], buckets=UNIT_BUCKETS, registry=r,
         )  # fmt: skip
         self.model_info = Gauge(
-            p + "model_info", "1 for the loaded model version.",
-            ["model", "version", "alias", "arch"], registry=r,
+            p + "model_info", "1 for the loaded model version, with the backend and precision "
+            "serving it.", ["model", "version", "alias", "arch", "backend", "precision"],
+            registry=r,
         )  # fmt: skip
         self.model_created = Gauge(
             p + "model_created_timestamp_seconds", "Creation time of the loaded model version.",
@@ -91,7 +93,7 @@ class Metrics:
         self.predlog_written = Counter(
             p + "prediction_log_written", "Prediction log records written.", registry=r
         )
-        self._info_labels: dict[str, tuple[str, str, str, str]] = {}
+        self._info_labels: dict[str, tuple[str, ...]] = {}
 
     def init_model(self, model: str, classes: list[str]) -> None:
         """Create the label sets of one served model at 0, so rate() queries see a series."""
@@ -114,10 +116,17 @@ class Metrics:
         self.ready.labels(model).set(0)
 
     def set_model_info(
-        self, model: str, version: str, alias: str, arch: str, created: float
+        self,
+        model: str,
+        version: str,
+        alias: str,
+        arch: str,
+        created: float,
+        backend: str = "",
+        precision: str = "",
     ) -> None:
         """Point model_info at the loaded version, removing the previous version's series."""
-        labels = (model, version, alias, arch)
+        labels = (model, version, alias, arch, backend, precision)
         old = self._info_labels.get(model)
         if old is not None and old != labels:
             self.model_info.remove(*old)

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from services.inference.backends import Backend, load_backend
+from services.inference.backends import Backend
+from services.inference.runtime import RuntimeOptions, candidates, open_candidates, pick_fastest
 from services.inference.source import ModelSource, Resolved
 from slipway.contract.card import ModelCard, load_card
 from slipway.contract.preprocessing import Preprocessing
@@ -29,6 +30,9 @@ class LoadedModel:
     resolved: Resolved
     folder: Path
     loaded_at: float = field(default_factory=time.time)
+    candidates: list[Backend] = field(default_factory=list)
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    autotune: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def version(self) -> str:
@@ -46,7 +50,13 @@ class LoadedModel:
         self._transform = self.card.transform
 
     def warm(self, max_batch: int) -> None:
-        """Run forwards at batch 1 and the largest batch; refuse a model with wrong outputs."""
+        """Pick the fastest candidate (`auto`), then run forwards at batch 1 and the largest
+        batch; refuse a model with wrong outputs. Runs on the inference thread."""
+        if len(self.candidates) > 1:
+            self.backend, self.autotune = pick_fastest(
+                self.candidates, self._transform.input_shape, max_batch, self.options.autotune_s
+            )
+        self.candidates = [self.backend]
         for size in sorted({1, max_batch}):
             batch = np.zeros((size, *self._transform.input_shape), dtype=np.float32)
             logits = self.backend.forward(batch)
@@ -74,6 +84,15 @@ class LoadedModel:
             "input_shape": list(self._transform.input_shape),
             "preprocessing": card.preprocessing,
             "backend": self.backend.name,
+            "precision": self.backend.precision,
+            "runtime": {
+                "requested": {"backend": self.options.backend, "precision": self.options.precision},
+                "threads": self.options.threads,
+                "int8": {k: card.export["int8"].get(k) for k in ("servable", "reason")}
+                if isinstance(card.export.get("int8"), dict)
+                else None,
+                "autotune": self.autotune,
+            },
             "metrics": card.metrics,
             "dataset": {"fingerprint": card.dataset.fingerprint, "counts": card.dataset.counts},
             "created_at": self.resolved.created,
@@ -82,20 +101,23 @@ class LoadedModel:
 
 
 def load_version(
-    source: ModelSource,
-    resolved: Resolved,
-    served_name: str,
-    backend: str,
-    device: str,
-    threads: int,
-    spinning: bool = False,
+    source: ModelSource, resolved: Resolved, served_name: str, options: RuntimeOptions
 ) -> LoadedModel:
-    """Fetch and open one version (blocking: call it off the event loop)."""
+    """Fetch and open one version (blocking: call it off the event loop).
+
+    Under `auto` every servable backend/precision pair is opened; `warm` keeps the fastest.
+    """
     folder = source.fetch(resolved)
     card = load_card(folder)
-    runtime = load_backend(backend, folder, device, threads, spinning)
-    log.info("loaded %s version %s (%s, %s)", served_name, resolved.version, card.arch, backend)
-    return LoadedModel(served_name, card, runtime, resolved, folder)
+    opened = open_candidates(folder, options, candidates(options, folder, card.export))
+    names = ", ".join(f"{b.name}/{b.precision}" for b in opened)
+    log.info(
+        "loaded %s version %s (%s; %s; %d threads)",
+        served_name, resolved.version, card.arch, names, options.threads,
+    )  # fmt: skip
+    return LoadedModel(
+        served_name, card, opened[0], resolved, folder, candidates=opened, options=options
+    )
 
 
 class ModelSlot:

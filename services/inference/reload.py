@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from services.inference.batching import InferenceWorker
 from services.inference.metrics import Metrics
 from services.inference.model import LoadedModel, ModelSlot, load_version
+from services.inference.runtime import RuntimeOptions
 from services.inference.settings import Settings
 from services.inference.source import Resolved
 
@@ -39,10 +40,8 @@ class Loader:
     async def load(self, slot: ModelSlot, resolved: Resolved) -> LoadedModel:
         """Fetch, open and warm one version; raises on any failure without touching the slot."""
         s = self.settings
-        model = await asyncio.to_thread(
-            load_version,
-            slot.source, resolved, slot.name, s.backend, s.device, s.threads, s.intra_op_spinning,
-        )  # fmt: skip
+        options = RuntimeOptions.from_settings(s)
+        model = await asyncio.to_thread(load_version, slot.source, resolved, slot.name, options)
         await self.worker.call(lambda: model.warm(s.max_batch_size))
         return model
 
@@ -50,7 +49,10 @@ class Loader:
         """Swap in a warmed version and point the metrics at it."""
         slot.swap(model)
         r = model.resolved
-        self.metrics.set_model_info(slot.name, r.version, r.alias, model.card.arch, r.created)
+        self.metrics.set_model_info(
+            slot.name, r.version, r.alias, model.card.arch, r.created,
+            model.backend.name, model.backend.precision,
+        )  # fmt: skip
         self.metrics.ready.labels(slot.name).set(1)
         for name in model.classes:
             self.metrics.predictions.labels(slot.name, name)

@@ -1,4 +1,5 @@
-"""slipway's v1 API: `/v1/models` and `/v1/predict` (multipart upload of one or many images).
+"""slipway's v1 API: `/v1/models` and `/v1/predict` (multipart upload of one or many images,
+or one image as the raw body).
 
 `GET /v1/models` answers KServe V1's list (`models`: the served names) and slipway's details of
 each model beside it, so a KServe client and the web page read the same route. The KServe V1
@@ -20,6 +21,8 @@ from services.inference.schemas import ErrorBody, ModelsResponse, PredictRespons
 
 router = APIRouter(prefix="/v1", tags=["v1"], dependencies=Authorized)
 
+RAW_BODY_LABEL = "body"  # the `file` of a prediction whose image was the raw request body
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 500, 503)
 }
@@ -40,7 +43,14 @@ _MULTIPART_BODY = {
                         }
                     },
                 }
-            }
+            },
+            "image/*": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "One image file as the whole body (no multipart encoding).",
+                }
+            },
         },
     }
 }
@@ -71,7 +81,8 @@ async def predict(
     top_k: Annotated[int, Query(ge=1, le=1000, description="Classes returned per image.")] = 5,
     model: Annotated[str | None, Query(description="Served model name (default: main).")] = None,
 ) -> dict[str, Any]:
-    """Classify uploaded images (multipart field `files`, repeated for several)."""
+    """Classify uploaded images: multipart field `files` (repeated for several), or one image
+    as the raw body with `Content-Type: image/...` (cheaper: no multipart parsing)."""
     began = time.perf_counter()
     slot = service.slot(model)
     payloads = await _read_files(request, service.worker.max_queue)
@@ -104,10 +115,13 @@ async def predict(
 
 async def _read_files(request: Request, max_files: int) -> list[tuple[str, bytes]]:
     content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    media = content_type.split(";")[0].strip().lower()
+    if media.startswith("image/") or media == "application/octet-stream":
+        return [(RAW_BODY_LABEL, await request.body())]
+    if media != "multipart/form-data":
         raise UnsupportedMediaError(
-            f"expected multipart/form-data with image files in field 'files', got "
-            f"{content_type or 'no content type'}"
+            f"expected multipart/form-data with image files in field 'files', or one image as "
+            f"the body with Content-Type image/*, got {content_type or 'no content type'}"
         )
     async with request.form(max_files=max_files + 1, max_fields=100) as form:
         uploads = form.getlist("files")

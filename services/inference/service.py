@@ -64,6 +64,7 @@ class InferenceService:
             max_wait_s=settings.max_batch_wait_ms / 1000.0,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
+            budget_s=settings.admission_budget_s,
         )
         self.loader = Loader(settings, self.worker, metrics)
         cache = settings.model_cache_dir

@@ -43,11 +43,29 @@ class Settings(BaseSettings):
         description="Optional second model (any MODEL_SOURCE form), served as "
         "`<model_name>-staging`.",
     )
-    backend: Literal["onnxruntime", "torch"] = Field(
-        default="onnxruntime", description="onnxruntime or torch."
+    backend: Literal["auto", "onnxruntime", "openvino", "torch"] = Field(
+        default="auto",
+        description="auto (the fastest this host has, measured at load), onnxruntime, openvino "
+        "(image variant BACKEND=openvino) or torch (image variant BACKEND=torch).",
+    )
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        default="auto",
+        description="auto (INT8 when the export's accuracy gate passed it and it measures "
+        "faster), fp32, or int8 (refused if the INT8 model failed its gate).",
+    )
+    autotune_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Time budget of the auto choice's measured warm-up, shared by the candidates.",
     )
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="cpu or cuda.")
-    threads: int = Field(default=0, ge=0, description="Intra-op threads; 0 = library default.")
+    threads: int = Field(
+        default=0,
+        ge=0,
+        description="Intra-op threads; 0 = the CPUs the container may use (cgroup CPU quota, "
+        "capped by the CPU affinity), not the host's core count.",
+    )
     intra_op_spinning: bool = Field(
         default=False,
         description="Let onnxruntime threads spin-wait between forwards (its own default). Off "
@@ -58,7 +76,19 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(
         default=5.0, ge=0, description="Longest wait for a batch to fill, in ms."
     )
-    max_queue: int = Field(default=256, ge=1, description="Queued images before requests get 503.")
+    max_queue: int = Field(
+        default=256, ge=1, description="Queued images before requests get 503 (the backstop)."
+    )
+    latency_slo_ms: float = Field(
+        default=500.0, gt=0, description="Latency objective of a prediction request, in ms."
+    )
+    queue_budget_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Longest expected queue wait (queued images x recent cost per image) a "
+        "request is admitted with; beyond it 503 + Retry-After at once. 0: 80 % of "
+        "latency_slo_ms.",
+    )
     max_upload_bytes: int = Field(default=10 * MIB, ge=1)
     max_image_pixels: int = Field(default=25_000_000, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)
@@ -103,6 +133,11 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def admission_budget_s(self) -> float:
+        """The queue-wait budget in seconds, derived from the latency SLO when not set."""
+        return (self.queue_budget_ms or 0.8 * self.latency_slo_ms) / 1000.0
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:

@@ -125,14 +125,30 @@ def export_cmd(
     data: Annotated[Path, typer.Option(help="Dataset whose test images check parity.")],
     images: Annotated[int, typer.Option(min=1, help="Test images for the parity check.")] = 64,
     tolerance: Annotated[float, typer.Option(help="Max abs logit difference allowed.")] = 1e-3,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            help="Also write model.int8.onnx, compare it with FP32 on the test split and gate it "
+            "(the defaults of the experiment's model.int8 section)."
+        ),
+    ] = True,
 ) -> None:
     """Export ONNX + TorchScript, check parity against eager torch, measure latency."""
     _require_dir(model, "model")
     _require_dir(data, "dataset")
+    from slipway.config.export import Int8Config
+    from slipway.data.scan import scan_dataset
     from slipway.training.export import export_model
     from slipway.training.parity import parity_inputs
 
-    info = export_model(model, parity_inputs(model, data, images), tolerance=tolerance)
+    scan = scan_dataset(data, progress=False)
+    info = export_model(
+        model,
+        parity_inputs(model, scan, images),
+        tolerance=tolerance,
+        scan=scan,
+        int8=Int8Config(enabled=int8),
+    )
     typer.echo(json.dumps(info, indent=2))
 
 

@@ -36,8 +36,8 @@ def loadtest_cmd(
     protocol: Annotated[
         str,
         typer.Option(
-            help="multipart (/v1/predict), oip-binary (Open Inference Protocol REST, binary "
-            "tensors) or grpc (Open Inference Protocol gRPC)."
+            help="multipart (/v1/predict), raw (/v1/predict, the image as the body), oip-binary "
+            "(Open Inference Protocol REST, binary tensors) or grpc (Open Inference Protocol gRPC)."
         ),
     ] = "multipart",
     model_name: Annotated[
@@ -59,10 +59,10 @@ def loadtest_cmd(
             url = server.url
             if protocol == "grpc":
                 url = f"grpc://127.0.0.1:{server.env['SLIPWAY_GRPC_PORT']}"
-            if model_name is None and protocol != "multipart":
+            if model_name is None and protocol not in ("multipart", "raw"):
                 model_name = _main_model(server.url)
         assert url is not None
-        if model_name is None and protocol != "multipart":
+        if model_name is None and protocol not in ("multipart", "raw"):
             if protocol == "grpc":
                 raise SlipwayError("--protocol grpc with --url needs --model-name")
             model_name = _main_model(url)

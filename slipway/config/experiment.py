@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 
 from slipway.config.base import Section
 from slipway.config.cluster import ClusterOptions
+from slipway.config.export import Int8Config
 from slipway.config.promotion import PromotionPolicy
 from slipway.config.training import TrainConfig
 from slipway.errors import ConfigError
@@ -49,6 +50,7 @@ class ModelConfig(Section):
     latency_batch_size: int = Field(
         8, ge=1, description="Batch size of the batch-N latency measurement."
     )
+    int8: Int8Config = Field(default_factory=Int8Config)
 
 
 class TrackingConfig(Section):

@@ -23,6 +23,7 @@ from slipway.errors import ModelError
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
 TORCHSCRIPT_FILE = "model.ts"
 
 
@@ -73,6 +74,33 @@ def load_card(model_dir: str | os.PathLike[str]) -> ModelCard:
         return ModelCard.model_validate(json.loads(path.read_text()))
     except ValueError as exc:
         raise ModelError(f"{path} is not a valid model card: {exc}") from exc
+
+
+def int8_servable(export: dict[str, Any]) -> bool:
+    """Whether the export's INT8 model passed its accuracy gate (a card without one: no)."""
+    section = export.get("int8")
+    return isinstance(section, dict) and section.get("servable") is True
+
+
+def served_precision(export: dict[str, Any]) -> str:
+    """The precision a server with `precision: auto` is expected to serve.
+
+    INT8 only when it passed its gate and measured faster at batch 1 than FP32 at export (on a
+    tiny model, quantize/dequantize work can outweigh the INT8 arithmetic); otherwise FP32.
+    """
+    if not int8_servable(export):
+        return "fp32"
+    int8_ms, fp32_ms = export.get("int8_latency_b1_p50_ms"), export.get("latency_b1_p50_ms")
+    if isinstance(int8_ms, int | float) and isinstance(fp32_ms, int | float):
+        return "int8" if int8_ms <= fp32_ms else "fp32"
+    return "int8"
+
+
+def served_measurement(export: dict[str, Any], key: str) -> float | None:
+    """An export measurement (`latency_b1_p95_ms`) of the variant that will be served."""
+    prefix = "int8_" if export.get("serve_precision", served_precision(export)) == "int8" else ""
+    value = export.get(prefix + key)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def library_versions(

@@ -1,8 +1,10 @@
 """The load generator's clients: one prepared request, sent again and again, its outcome read.
 
-Three kinds of request, each carrying one image:
+Four kinds of request, each carrying one image:
 
   multipart   POST /v1/predict, multipart field `files` (what `curl -F files=@x.png` sends)
+  raw         POST /v1/predict with the image as the whole body, `Content-Type: image/...`
+              (what `curl --data-binary @x.jpg -H 'Content-Type: image/jpeg'` sends)
   oip-binary  POST /v2/models/<model>/infer, the Open Inference Protocol's binary tensor data
               extension: a BYTES `image` input, every output asked for in binary (what
               tritonclient.http sends by default)
@@ -25,8 +27,8 @@ from typing import Literal, NamedTuple, Protocol
 from slipway.errors import SlipwayError
 from slipway.oip.tensors import BYTES, HEADER_LENGTH, binary_body, serialize_bytes
 
-RequestKind = Literal["multipart", "oip-binary", "grpc"]
-KINDS: tuple[RequestKind, ...] = ("multipart", "oip-binary", "grpc")
+RequestKind = Literal["multipart", "raw", "oip-binary", "grpc"]
+KINDS: tuple[RequestKind, ...] = ("multipart", "raw", "oip-binary", "grpc")
 Payload = tuple[str, bytes, str]  # (file name, bytes, content type)
 BOUNDARY = "slipway-load-boundary"
 OK = "ok"
@@ -58,10 +60,12 @@ class HttpTarget(NamedTuple):
         return cls(parts.hostname, parts.port or (443 if tls else 80), tls, parts.netloc, path)
 
     def request(self, payload: Payload, kind: RequestKind = "multipart") -> bytes:
-        """The bytes of one POST of `payload` (one image) as a multipart or OIP binary body."""
+        """The bytes of one POST of `payload` (one image): multipart, raw or OIP binary body."""
         name, data, content_type = payload
         extra = ""
-        if kind == "oip-binary":
+        if kind == "raw":
+            content = data
+        elif kind == "oip-binary":
             content, length = oip_binary_body(data)
             content_type = "application/octet-stream"
             extra = f"{HEADER_LENGTH}: {length}\r\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slipway.config.promotion import PromotionPolicy
-from slipway.contract.card import load_card
+from slipway.contract.card import load_card, served_measurement
 from slipway.data.scan import DatasetScan
 from slipway.errors import DataError, ModelError, SlipwayError
 from slipway.promotion.rule import Decision, decide
@@ -42,7 +42,8 @@ def gate(
     """
     report = json.loads((Path(model_dir) / REPORT_JSON).read_text())
     accuracy = float(report["accuracy"])
-    p95 = load_card(model_dir).export.get(policy.latency_key)
+    # The SLO applies to the variant that will be served: INT8 once it passed its gate.
+    p95 = served_measurement(load_card(model_dir).export, policy.latency_key)
     production = registry.alias_version(name, PRODUCTION)
     if production is None or str(production.version) == str(version):
         decision = decide(accuracy, p95, policy)

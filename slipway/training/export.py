@@ -6,12 +6,16 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slipway.contract.card import ONNX_FILE, TORCHSCRIPT_FILE, load_card
+from slipway.contract.card import ONNX_FILE, TORCHSCRIPT_FILE, load_card, served_precision
 from slipway.errors import ModelError
+
+if TYPE_CHECKING:
+    from slipway.config.export import Int8Config
+    from slipway.data.scan import DatasetScan
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +133,15 @@ def export_model(
     tolerance: float = 1e-3,
     batch_sizes: tuple[int, ...] = (1, 8),
     torchscript: bool = True,
+    scan: DatasetScan | None = None,
+    int8: Int8Config | None = None,
 ) -> dict[str, Any]:
     """Export ONNX (+ TorchScript), fail on a parity error above `tolerance`, measure latency.
 
-    The results are stored in the card's `export` section and returned.
+    With a dataset `scan` and an enabled `int8` config, an INT8 model is quantized beside the
+    FP32 one, compared with it on the test split and gated (`slipway.training.quantize`); a
+    refused INT8 model is kept for inspection but never served. The results are stored in the
+    card's `export` section and returned.
     """
     onnx_path = export_onnx(model_dir)
     if torchscript:
@@ -151,6 +160,13 @@ def export_model(
         "onnx_opset": OPSET,
         "files": [ONNX_FILE, *([TORCHSCRIPT_FILE] if torchscript else [])],
     }
+    if scan is not None and int8 is not None and int8.enabled:
+        from slipway.training.quantize import export_int8
+
+        figures = export_int8(model_dir, scan, int8, batch_sizes)
+        info.update(figures)
+        info["files"].append(figures["int8"]["file"])
+    info["serve_precision"] = served_precision(info)
     card.export = info
     card.save(model_dir)
     return info

@@ -166,3 +166,24 @@ for name in names:
     importlib.import_module(name)
 print(len(names))
 """
+
+
+def test_openvino_variant_carries_openvino_and_no_torch(serve_image: str, base_image: str) -> None:
+    """`--build-arg BACKEND=openvino`: the default image's layers plus OpenVINO, still no torch."""
+    tag = build(
+        "Dockerfile.serve", f"{TAG}-openvino", base_image, "--build-arg", "BACKEND=openvino"
+    )
+    probe = podman(
+        "run", "--rm", "--network=none", "--entrypoint", "python", tag, "-c",
+        "import importlib.util, openvino, services.inference.backends; "
+        "print(openvino.__version__.split('-')[0], importlib.util.find_spec('torch'))",
+        check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    version, torch_spec = probe.stdout.split()
+    assert version.startswith("2026.") and torch_spec == "None"
+    default = podman(
+        "run", "--rm", "--network=none", "--entrypoint", "python", serve_image, "-c",
+        "import importlib.util; print(importlib.util.find_spec('openvino'))",
+    )  # fmt: skip
+    assert default.stdout.strip() == "None"  # the default image stays lean

@@ -54,6 +54,29 @@ def test_models_describe_the_loaded_versions(client: TestClient, trained_model: 
     assert main["dataset"]["fingerprint"] == card.dataset.fingerprint
     assert main["alias"] == "local" and re.fullmatch(r"[0-9a-f]{12}", main["version"])
     assert main["input_shape"] == list(card.transform.input_shape)
+    # What `auto` chose, and that it never had an INT8 model to choose from here.
+    assert main["backend"] in ("onnxruntime", "openvino") and main["precision"] == "fp32"
+    runtime = main["runtime"]
+    assert runtime["requested"] == {"backend": "auto", "precision": "auto"}
+    assert runtime["threads"] >= 1 and runtime["int8"] is None
+
+
+def test_predict_with_the_image_as_the_raw_body(
+    client: TestClient, image_paths: list[Path], png_bytes: bytes
+) -> None:
+    data = image_paths[0].read_bytes()
+    raw = client.post("/v1/predict", content=data, headers={"Content-Type": "image/png"})
+    assert raw.status_code == 200, raw.text
+    multipart = client.post("/v1/predict", files=[("files", ("x.png", data, "image/png"))])
+    got, want = raw.json()["predictions"][0], multipart.json()["predictions"][0]
+    assert got["file"] == "body" and got["top_class"] == want["top_class"]
+    assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-6)
+    bad = client.post("/v1/predict", content=b"not an image", headers={"Content-Type": "image/png"})
+    assert bad.status_code == 415 and "not a decodable image" in bad.json()["error"]
+    empty = client.post("/v1/predict", content=b"", headers={"Content-Type": "image/jpeg"})
+    assert empty.status_code == 400
+    text = client.post("/v1/predict", content=b"x", headers={"Content-Type": "text/plain"})
+    assert text.status_code == 415
 
 
 def test_predict_one_and_many_files(
@@ -81,7 +104,12 @@ def test_staging_is_served_under_its_own_name(client: TestClient, name: str, png
     main = client.post("/v1/predict", files=files).json()
     staging = client.post("/v1/predict", files=files, params={"model": f"{name}-staging"}).json()
     assert staging["model"] == f"{name}-staging" and main["model"] == name
-    assert staging["predictions"][0]["top_k"] == main["predictions"][0]["top_k"]
+    # Each slot's `auto` may pick another FP32 runtime: the same answer to float tolerance.
+    got, want = staging["predictions"][0]["top_k"], main["predictions"][0]["top_k"]
+    assert [t["class"] for t in got][:1] == [t["class"] for t in want][:1]
+    assert [t["probability"] for t in got] == pytest.approx(
+        [t["probability"] for t in want], abs=1e-4
+    )
     assert client.get(f"/v2/models/{name}-staging/ready").json()["ready"] is True
 
 
@@ -91,7 +119,9 @@ def test_v2_server_and_model_metadata(client: TestClient, name: str, trained_mod
     assert set(server) == {"name", "version", "extensions"}
     assert server["extensions"] == ["binary_tensor_data", "classification"]
     meta = client.get(f"/v2/models/{name}").json()
-    assert meta["name"] == name and meta["platform"] == "onnxruntime_onnx"
+    details = {d["name"]: d for d in client.get("/v1/models").json()["details"]}[name]
+    platforms = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino_onnx"}
+    assert meta["name"] == name and meta["platform"] == platforms[details["backend"]]
     assert len(meta["versions"]) == 1
     inputs = {i["name"]: i for i in meta["inputs"]}
     assert inputs["input"] == {
@@ -169,6 +199,12 @@ def test_metrics_expose_every_family(client: TestClient, name: str, png_bytes: b
         assert re.search(rf"^{family}[{{ ]", text, re.M), family
     assert metric_value(text, "slipway_inference_ready", model=name) == 1
     assert metric_value(text, "slipway_inference_model_info", model=name, alias="local") == 1
+    details = {d["name"]: d for d in client.get("/v1/models").json()["details"]}[name]
+    info = metric_value(
+        text, "slipway_inference_model_info", model=name,
+        backend=details["backend"], precision=details["precision"],
+    )  # fmt: skip
+    assert info == 1
     assert metric_value(text, "slipway_inference_model_created_timestamp_seconds", model=name) > 0
     ok = metric_value(
         text, "slipway_inference_requests_total", model=name, route="/v1/predict", code="2xx"
@@ -177,6 +213,7 @@ def test_metrics_expose_every_family(client: TestClient, name: str, png_bytes: b
     # Label sets exist at 0 before anything happened, so rate() has a series.
     assert 'code="5xx",model="' + name + '",route="/v2/models/{name}/infer"' in text
     assert f'slipway_inference_rejected_total{{model="{name}",reason="queue_full"}} 0.0' in text
+    assert f'slipway_inference_rejected_total{{model="{name}",reason="over_budget"}} 0.0' in text
 
 
 def test_prediction_log_records(client: TestClient, name: str, png_bytes: bytes) -> None:

@@ -13,6 +13,7 @@ from services.inference.batching import InferenceWorker
 from services.inference.errors import UnavailableError
 from services.inference.metrics import Metrics
 from services.inference.model import ModelSlot, load_version
+from services.inference.runtime import RuntimeOptions
 from services.inference.source import ModelSource
 from tests.services.inference_helpers import metric_value
 
@@ -21,7 +22,8 @@ from tests.services.inference_helpers import metric_value
 def slot(trained_model: Path) -> ModelSlot:
     source = ModelSource(str(trained_model))
     slot = ModelSlot("tiny", source)
-    slot.swap(load_version(source, source.resolve(), "tiny", "onnxruntime", "cpu", 1))
+    options = RuntimeOptions(backend="onnxruntime", precision="fp32", threads=1)
+    slot.swap(load_version(source, source.resolve(), "tiny", options))
     return slot
 
 
@@ -95,3 +97,38 @@ def test_closing_finishes_queued_work_and_refuses_new(slot: ModelSlot) -> None:
     text = _text(metrics)
     assert metric_value(text, "slipway_inference_rejected_total", reason="draining") == 1
     assert metric_value(text, "slipway_inference_batch_size_sum", model="tiny") == 6
+
+
+def test_admission_refuses_what_would_wait_past_the_budget(slot: ModelSlot) -> None:
+    metrics = Metrics()
+    worker = InferenceWorker(metrics, max_queue=1000, budget_s=0.1)
+    worker.admit(slot, 50)  # no cost measured yet: only the count bound applies
+    worker.release(50)
+    worker.image_cost_s = 0.01  # 10 ms of model time per image
+    worker.admit(slot, 5)  # 5 x 10 ms = 50 ms expected
+    with pytest.raises(UnavailableError) as refused:
+        worker.admit(slot, 6)  # (5 + 6) x 10 ms = 110 ms > 100 ms
+    assert refused.value.reason == "over_budget"
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    assert worker.expected_wait_s(1) == pytest.approx(0.06)
+    worker.admit(slot, 5)  # exactly at the budget is still admitted
+    text = _text(metrics)
+    assert metric_value(text, "slipway_inference_rejected_total", reason="over_budget") == 1
+    assert metric_value(text, "slipway_inference_rejected_total", reason="queue_full") == 0
+
+
+def test_the_cost_per_image_is_learned_from_forwards(slot: ModelSlot) -> None:
+    worker = InferenceWorker(Metrics(), max_batch=4, max_wait_s=0.0, budget_s=1.0)
+    worker.start()
+    arrays = _inputs(slot, 4)
+
+    async def scenario() -> None:
+        worker.admit(slot, len(arrays))
+        await worker.submit(slot, arrays)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        worker.close(10)
+    assert worker.image_cost_s > 0
+    assert worker.expected_wait_s(3) == pytest.approx(3 * worker.image_cost_s)

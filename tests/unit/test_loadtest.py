@@ -220,7 +220,7 @@ def test_cli_prints_the_report_and_gates_on_the_slo(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["multipart", "oip-binary", "grpc"])
+@pytest.mark.parametrize("protocol", ["multipart", "raw", "oip-binary", "grpc"])
 def test_cli_serves_a_real_model_and_stops_it(
     trained_model: Path, demo_data: Path, tmp_path: Path, protocol: str
 ) -> None:

@@ -1,0 +1,148 @@
+"""Which backend and precision serve a model: fixed by settings, or `auto`, measured at load.
+
+`auto` opens every servable combination this host has (onnxruntime and, when installed,
+OpenVINO; FP32 and, only when the export's accuracy gate passed, INT8), times a few forwards of
+each on the inference thread within a small time budget, and keeps the fastest. An INT8 model
+that failed its gate is never a candidate; asking for it explicitly is a load error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.inference.backends import Backend, load_backend
+from services.inference.cpus import available_cpus
+from services.inference.settings import Settings
+from slipway.contract.card import ONNX_INT8_FILE, int8_servable
+from slipway.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+AUTO_BATCH = 8  # the batch the per-image cost is also measured at (what load makes)
+MAX_REPEATS = 10
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to open a model: the settings' choices with the thread count resolved."""
+
+    backend: str = "auto"
+    precision: str = "auto"
+    device: str = "cpu"
+    threads: int = 1
+    spinning: bool = False
+    autotune_s: float = 3.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuntimeOptions:
+        return cls(
+            backend=settings.backend,
+            precision=settings.precision,
+            device=settings.device,
+            threads=settings.threads or available_cpus(),
+            spinning=settings.intra_op_spinning,
+            autotune_s=settings.autotune_seconds,
+        )
+
+
+def candidates(
+    options: RuntimeOptions, folder: Path, export: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to open, best guess first; never an INT8 that failed its gate."""
+    if options.backend != "auto":
+        backends = [options.backend]
+    elif options.device == "cuda":
+        backends = ["onnxruntime", "torch"]
+    else:
+        backends = ["openvino", "onnxruntime"]
+    int8_ok = int8_servable(export) and (folder / ONNX_INT8_FILE).is_file()
+    if options.precision == "int8":
+        if not int8_ok:
+            why = (export.get("int8") or {}).get("reason", "the export made no INT8 model")
+            raise ModelError(f"PRECISION=int8 but the INT8 model is not servable: {why}")
+        precisions = ["int8"]
+    elif options.precision == "fp32" or options.device == "cuda" or not int8_ok:
+        precisions = ["fp32"]
+    else:
+        precisions = ["int8", "fp32"]
+    return [
+        (backend, precision)
+        for precision in precisions
+        for backend in backends
+        if not (backend == "torch" and precision != "fp32")
+    ]
+
+
+def open_candidates(
+    folder: Path, options: RuntimeOptions, pairs: list[tuple[str, str]]
+) -> list[Backend]:
+    """Open each pair; under `auto` a pair that cannot open here (no openvino) is skipped."""
+    opened: list[Backend] = []
+    errors: list[str] = []
+    for backend, precision in pairs:
+        try:
+            opened.append(
+                load_backend(
+                    backend, folder, options.device, options.threads, options.spinning, precision
+                )
+            )
+        except ModelError as exc:
+            if len(pairs) == 1:
+                raise
+            errors.append(f"{backend}/{precision}: {exc}")
+            log.info("auto: %s/%s not available: %s", backend, precision, exc)
+    if not opened:
+        raise ModelError("no backend could open the model: " + "; ".join(errors))
+    return opened
+
+
+def _per_image_ms(backend: Backend, batch: np.ndarray, deadline: float) -> float:
+    """Median milliseconds per image of back-to-back forwards, at least two, until `deadline`."""
+    backend.forward(batch)  # the first call of a batch size compiles or allocates
+    times: list[float] = []
+    while len(times) < 2 or (len(times) < MAX_REPEATS and time.perf_counter() < deadline):
+        began = time.perf_counter()
+        backend.forward(batch)
+        times.append(time.perf_counter() - began)
+    return float(np.median(times)) * 1000 / len(batch)
+
+
+def pick_fastest(
+    backends: list[Backend], input_shape: tuple[int, ...], max_batch: int, budget_s: float
+) -> tuple[Backend, list[dict[str, Any]]]:
+    """The backend with the lowest per-image cost, the mean of batch 1 and batch `AUTO_BATCH`.
+
+    Each candidate gets an equal share of `budget_s`; a candidate always runs at least two timed
+    forwards per batch size, so a tiny budget still compares them. Runs on the inference thread.
+    """
+    if len(backends) == 1:
+        return backends[0], []
+    share = budget_s / len(backends) / 2
+    sizes = sorted({1, min(AUTO_BATCH, max_batch)})
+    rng = np.random.default_rng(0)
+    table: list[dict[str, Any]] = []
+    for backend in backends:
+        row: dict[str, Any] = {"backend": backend.name, "precision": backend.precision}
+        for size in sizes:
+            batch = rng.standard_normal((size, *input_shape)).astype(np.float32)
+            row[f"b{size}_ms_per_image"] = round(
+                _per_image_ms(backend, batch, time.perf_counter() + share), 3
+            )
+        row["score_ms"] = round(float(np.mean([row[f"b{s}_ms_per_image"] for s in sizes])), 3)
+        table.append(row)
+    best = min(range(len(backends)), key=lambda i: table[i]["score_ms"])
+    table[best]["chosen"] = True
+    for row in table:
+        log.info(
+            "auto: %-11s %-4s %s ms/image%s",
+            row["backend"], row["precision"],
+            ", ".join(f"{k[:-13]} {v}" for k, v in row.items() if k.endswith("_ms_per_image")),
+            "  <- chosen" if row.get("chosen") else "",
+        )  # fmt: skip
+    return backends[best], table
