@@ -28,6 +28,7 @@ from slipway.config.experiment import ExperimentConfig
 from slipway.procs import free_port, start_server
 from slipway.registry.client import PRODUCTION, Registry
 from slipway.registry.ref import version_model_id
+from tests.helpers import eventually
 from tests.services.inference_helpers import (
     ROOT,
     metric_value,
@@ -173,6 +174,11 @@ def test_pyfunc_predicts_demo_images_like_the_running_service(
         "SLIPWAY_HOST": "127.0.0.1",
         "SLIPWAY_PORT": str(port := free_port()),
         "SLIPWAY_DRAIN_SECONDS": "0",
+        # The pyfunc flavor runs model.onnx: compare with the service on the same model and
+        # precision (`auto` may pick the INT8 variant or OpenVINO).
+        "SLIPWAY_BACKEND": "onnxruntime",
+        "SLIPWAY_PRECISION": "fp32",
+        "SLIPWAY_GRPC_PORT": "0",
     }
     url = f"http://127.0.0.1:{port}"
     with start_server(command(), url, env=env, log=tmp_path / "service.log", cwd=ROOT):
@@ -228,7 +234,7 @@ def test_a_pinned_version_ignores_an_alias_move(run: Run, tmp_path: Path) -> Non
         assert pin.get("/v1/models").json()["details"][0]["alias"] == "pinned"
         registry.promote(NAME, second, "test: move the alias")
         try:
-            _until(lambda: follow.get("/v1/models").json()["details"][0]["version"] == second)
+            eventually(lambda: follow.get("/v1/models").json()["details"][0]["version"] == second)
             assert pin.get("/v1/models").json()["details"][0]["version"] == "1"
             png = run.images[0].read_bytes()
             answer = pin.post("/v1/predict", files=[("files", ("a.png", png, "image/png"))])
@@ -238,17 +244,6 @@ def test_a_pinned_version_ignores_an_alias_move(run: Run, tmp_path: Path) -> Non
         finally:
             registry.rollback(NAME, "test: back to version 1")
     assert str(registry.alias_version(NAME, PRODUCTION).version) == "1"
-
-
-def _until(check: Any, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_registry_commands_and_the_run_summary_read_metrics_from_the_model(

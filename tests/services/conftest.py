@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from slipway.procs import ServerProcess
+from tests.services.inference_helpers import inference_server
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +23,23 @@ def image_paths(demo_data: Path) -> list[Path]:
 @pytest.fixture(scope="session")
 def png_bytes(image_paths: list[Path]) -> bytes:
     return image_paths[0].read_bytes()
+
+
+@pytest.fixture
+def limited_server(trained_model: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    """The service as a process with a small queue and batch, fault injection and a short drain:
+    what the overload, drain and fault tests need."""
+    env = {
+        "SLIPWAY_MODEL_SOURCE": str(trained_model),
+        "SLIPWAY_RELOAD_INTERVAL_S": "0",
+        "SLIPWAY_THREADS": "1",
+        "SLIPWAY_MAX_BATCH_SIZE": "8",
+        "SLIPWAY_MAX_BATCH_WAIT_MS": "20",
+        "SLIPWAY_MAX_QUEUE": "6",
+        "SLIPWAY_FAULT_INJECTION": "true",
+        "SLIPWAY_DRAIN_SECONDS": "1.5",
+        "SLIPWAY_PREDICTION_LOG_PATH": str(tmp_path / "predictions.jsonl"),
+    }
+    with inference_server(env, tmp_path / "server.log") as proc:
+        proc.wait_ready()
+        yield proc

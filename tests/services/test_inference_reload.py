@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from services.inference import create_app
+from tests.helpers import eventually
 from tests.services.inference_helpers import (
     metric_value,
     ready_client,
@@ -23,15 +23,6 @@ from tests.services.inference_helpers import (
 )
 
 NAME = "fashion-mnist"
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def _version(client: TestClient) -> str:
@@ -79,7 +70,7 @@ def test_registry_alias_readiness_reload_and_refusal(
         assert about["name"] == NAME and about["alias"] == "production"
 
         second = register_model(uri, NAME, trained_model, "production")
-        _eventually(lambda: _version(client) == second)
+        eventually(lambda: _version(client) == second)
         assert _predict(client, png_bytes)["version"] == second
         text = client.get("/metrics").text
         assert metric_value(text, "slipway_inference_reloads_total", result="success") == 1
@@ -93,7 +84,7 @@ def test_registry_alias_readiness_reload_and_refusal(
             text = client.get("/metrics").text
             return metric_value(text, "slipway_inference_reloads_total", result="failure") == 1
 
-        _eventually(refused)
+        eventually(refused)
         assert _version(client) == second  # the old version keeps serving
         assert _predict(client, png_bytes)["version"] == second
         time.sleep(1.0)  # a refused version is not retried on every poll
@@ -110,7 +101,7 @@ def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes:
         card = json.loads(card_path.read_text())
         card["metrics"]["note"] = 1.0
         card_path.write_text(json.dumps(card))
-        _eventually(lambda: _version(client) not in ("", before), timeout=30)
+        eventually(lambda: _version(client) not in ("", before), timeout=30)
         after = _version(client)
         assert client.get("/v1/models").json()["details"][0]["metrics"]["note"] == 1.0
         assert _predict(client, png_bytes)["version"] == after
@@ -121,7 +112,7 @@ def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes:
             text = client.get("/metrics").text
             return metric_value(text, "slipway_inference_reloads_total", result="failure") >= 1
 
-        _eventually(refused, timeout=30)
+        eventually(refused, timeout=30)
         assert _version(client) == after
         assert _predict(client, png_bytes)["version"] == after
 
@@ -167,7 +158,7 @@ def test_previous_format_versions_load_or_say_how_to_re_register(
     source = f"models:/{NAME}/{bad}"
     settings = settings_for(source, mlflow_tracking_uri=uri, model_cache_dir=str(tmp_path / "c"))
     with TestClient(create_app(settings)) as client:
-        _eventually(lambda: "re-register" in client.get("/readyz").text)
+        eventually(lambda: "re-register" in client.get("/readyz").text)
         error = client.post("/v1/predict", files=[("files", ("a.png", png_bytes, "image/png"))])
         assert error.status_code == 503
         message = error.json()["error"]

@@ -7,7 +7,6 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,21 +31,8 @@ async def _burst(url: str, png: bytes, count: int, timeout: float = 60.0) -> lis
 
 
 @pytest.fixture
-def server(trained_model: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    env = {
-        "SLIPWAY_MODEL_SOURCE": str(trained_model),
-        "SLIPWAY_RELOAD_INTERVAL_S": "0",
-        "SLIPWAY_THREADS": "1",
-        "SLIPWAY_MAX_BATCH_SIZE": "8",
-        "SLIPWAY_MAX_BATCH_WAIT_MS": "20",
-        "SLIPWAY_MAX_QUEUE": "6",
-        "SLIPWAY_FAULT_INJECTION": "true",
-        "SLIPWAY_DRAIN_SECONDS": "1.5",
-        "SLIPWAY_PREDICTION_LOG_PATH": str(tmp_path / "predictions.jsonl"),
-    }
-    with inference_server(env, tmp_path / "server.log") as proc:
-        proc.wait_ready()
-        yield proc
+def server(limited_server: ServerProcess) -> ServerProcess:
+    return limited_server
 
 
 @pytest.mark.slow
