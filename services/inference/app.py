@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from services.inference import routes_kserve, routes_ops, routes_v1, routes_v2
+from services.inference.admission import AdmissionMiddleware
 from services.inference.dataplane import DataPlane, server_version
 from services.inference.errors import install_handlers
 from services.inference.metrics import Metrics
@@ -88,6 +89,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if assets is not None:
         app.mount(routes_ops.DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.add_middleware(
+        AdmissionMiddleware,
+        worker=service.worker,
+        default_model=service.main.name,
+        models=set(service.slots),
+    )
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -1,5 +1,5 @@
 """Model runtimes: onnxruntime and OpenVINO (both read the ONNX files, no torch), and
-TorchScript (optional, for CUDA).
+TorchScript (optional, for CUDA: FP32, or FP16 with channels-last tensors for tensor cores).
 
 A backend turns a float32 (N, C, H, W) batch into float32 (N, K) logits. It is called from one
 inference thread only: PyTorch and onnxruntime both slow down badly when forwards come from
@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 ONNX_FILES = {"fp32": ONNX_FILE, "int8": ONNX_INT8_FILE}
+# Which precisions each backend serves.
+PRECISIONS = {
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "int8"),
+    "torch": ("fp32", "fp16"),
+}
 
 
 def onnx_path(model_dir: Path, precision: str) -> Path:
@@ -140,13 +146,20 @@ class OpenVinoBackend:
 
 
 class TorchBackend:
-    """TorchScript model.ts on CPU or CUDA; imports torch only when chosen."""
+    """TorchScript model.ts on CPU or CUDA, FP32 or FP16; imports torch only when chosen.
+
+    FP16 casts the weights to half and keeps activations channels-last, the layout cuDNN's
+    tensor-core convolutions want; inputs arrive as float32 and logits leave as float32.
+    """
 
     name = "torch"
     platform = "pytorch_torchscript"
-    precision = "fp32"
 
-    def __init__(self, model_dir: Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(
+        self, model_dir: Path, device: str = "cpu", threads: int = 0, precision: str = "fp32"
+    ) -> None:
+        if precision not in PRECISIONS[self.name]:
+            raise ModelError(f"BACKEND=torch serves fp32 or fp16, not {precision}")
         try:
             import torch
         except ImportError as exc:
@@ -160,8 +173,14 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self._torch = torch
         self.device = torch.device(device)
+        self.precision = precision
+        self._dtype = torch.float16 if precision == "fp16" else torch.float32
+        self._layout = torch.channels_last if precision == "fp16" else torch.contiguous_format
         try:
-            self.module = torch.jit.load(str(path), map_location=self.device).eval()
+            module = torch.jit.load(str(path), map_location=self.device).eval()
+            if precision == "fp16":
+                module = module.half().to(memory_format=torch.channels_last)
+            self.module = module
         except Exception as exc:
             raise ModelError(f"cannot load {path}: {exc}") from exc
 
@@ -169,6 +188,7 @@ class TorchBackend:
         torch = self._torch
         with torch.inference_mode():
             inputs = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            inputs = inputs.to(self._dtype).contiguous(memory_format=self._layout)
             return self.module(inputs).float().cpu().numpy()
 
 
@@ -182,9 +202,9 @@ def load_backend(
 ) -> Backend:
     """One concrete backend (not `auto`) at one precision (not `auto`) for a model folder."""
     if kind == "torch":
-        if precision != "fp32":
-            raise ModelError("BACKEND=torch serves fp32 only (model.ts)")
-        return TorchBackend(model_dir, device, threads)
+        return TorchBackend(model_dir, device, threads, precision)
+    if precision == "fp16":
+        raise ModelError("PRECISION=fp16 is served by BACKEND=torch (the CUDA image variant)")
     if kind == "onnxruntime":
         return OnnxBackend(model_dir, device, threads, spinning, precision)
     if kind == "openvino":

@@ -106,6 +106,7 @@ class InferenceWorker:
         self.timeout_s = timeout_s
         self.budget_s = budget_s
         self.image_cost_s = 0.0  # recent seconds per image through the thread; 0 until measured
+        self.loop_lag_s = 0.0  # the event loop's recent delay (admission.LoopLag sets it)
         self._running = 0
         self._last_end = 0.0
         self._stalled = 0.0  # seconds of an injected `slow` fault in the current batch
@@ -127,8 +128,9 @@ class InferenceWorker:
         return len(self._items) + self._reserved
 
     def expected_wait_s(self, count: int = 1) -> float:
-        """Seconds until `count` more images would be answered, at the recent cost per image."""
-        return (self.pending + self._running + count) * self.image_cost_s
+        """Seconds until `count` more images would be answered: the event loop's delay plus the
+        queue ahead and these images at the recent cost per image."""
+        return self.loop_lag_s + (self.pending + self._running + count) * self.image_cost_s
 
     def admit(self, slot: ModelSlot, count: int) -> None:
         """Reserve room for `count` images or refuse now with 503 (over the time budget, queue

@@ -23,7 +23,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 UNIT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 GRPC_ROUTE = "grpc"  # the route label of gRPC ModelInfer calls
 KSERVE_PREDICT_ROUTE = "/v1/models/{name}:predict"
-PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, "/v2/models/{name}/infer", GRPC_ROUTE)
+OIP_INFER_ROUTE = "/v2/models/{name}/infer"
+PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, OIP_INFER_ROUTE, GRPC_ROUTE)
 CODE_CLASSES = ("2xx", "4xx", "5xx")
 REJECT_REASONS = ("queue_full", "over_budget", "draining", "timeout")
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from services.inference.dataplane import DataPlane
 from services.inference.deps import Authorized
 from services.inference.kserve_v1 import EXAMPLE_PNG_B64 as EXAMPLE
+from services.inference.metrics import OIP_INFER_ROUTE
 from services.inference.oip_rest import BINARY_MEDIA, encode_response, read_request
 from services.inference.routes_v1 import ERRORS
 from services.inference.schemas import (
@@ -28,7 +29,6 @@ from slipway.oip.tensors import HEADER_LENGTH
 health = APIRouter(prefix="/v2", tags=["v2"])
 router = APIRouter(prefix="/v2", tags=["v2"], dependencies=Authorized)
 
-INFER_ROUTE = "/v2/models/{name}/infer"
 _SCHEMAS = "#/components/schemas/"
 
 
@@ -132,5 +132,5 @@ async def infer(request: Request, plane: Plane, name: str, version: str | None =
     plane.model(name, version)  # 404 / 503 before reading the body
     limit = request.app.state.settings.max_upload_bytes
     inference, binary = await read_request(request, limit)
-    answer = await plane.infer(name, version, inference, INFER_ROUTE)
+    answer = await plane.infer(name, version, inference, OIP_INFER_ROUTE)
     return encode_response(answer, binary)

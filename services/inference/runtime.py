@@ -1,9 +1,11 @@
 """Which backend and precision serve a model: fixed by settings, or `auto`, measured at load.
 
-`auto` opens every servable combination this host has (onnxruntime and, when installed,
-OpenVINO; FP32 and, only when the export's accuracy gate passed, INT8), times a few forwards of
-each on the inference thread within a small time budget, and keeps the fastest. An INT8 model
-that failed its gate is never a candidate; asking for it explicitly is a load error.
+`auto` opens every servable combination this host has (CPU: onnxruntime and, when installed,
+OpenVINO; FP32 and, only when the export's accuracy gate passed, INT8. CUDA: TorchScript in FP16
+and FP32, onnxruntime FP32), times a few forwards of each on the inference thread within a
+small time budget, and keeps the fastest. An INT8 model that failed its gate is never a
+candidate; asking for it explicitly is a load error. An FP16 candidate is kept only when its
+probabilities agree with the FP32 model's within `FP16_MAX_PROB_DIFF` on the warm-up batch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from services.inference.backends import Backend, load_backend
+from services.inference.backends import PRECISIONS, Backend, load_backend, softmax
 from services.inference.cpus import available_cpus
 from services.inference.settings import Settings
 from slipway.contract.card import ONNX_INT8_FILE, int8_servable
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 AUTO_BATCH = 8  # the batch the per-image cost is also measured at (what load makes)
 MAX_REPEATS = 10
+FP16_MAX_PROB_DIFF = 0.01  # most an FP16 probability may differ from FP32's to be servable
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ def candidates(
     """(backend, precision) pairs to open, best guess first; never an INT8 that failed its gate."""
     if options.backend != "auto":
         backends = [options.backend]
-    elif options.device == "cuda":
-        backends = ["onnxruntime", "torch"]
+    elif options.device == "cuda" or options.precision == "fp16":
+        backends = ["torch", "onnxruntime"]
     else:
         backends = ["openvino", "onnxruntime"]
     int8_ok = int8_servable(export) and (folder / ONNX_INT8_FILE).is_file()
@@ -67,16 +70,24 @@ def candidates(
             why = (export.get("int8") or {}).get("reason", "the export made no INT8 model")
             raise ModelError(f"PRECISION=int8 but the INT8 model is not servable: {why}")
         precisions = ["int8"]
-    elif options.precision == "fp32" or options.device == "cuda" or not int8_ok:
-        precisions = ["fp32"]
+    elif options.precision in ("fp32", "fp16"):
+        precisions = [options.precision]
+    elif options.device == "cuda":
+        precisions = ["fp16", "fp32"]
     else:
-        precisions = ["int8", "fp32"]
-    return [
+        precisions = ["int8", "fp32"] if int8_ok else ["fp32"]
+    pairs = [
         (backend, precision)
         for precision in precisions
         for backend in backends
-        if not (backend == "torch" and precision != "fp32")
+        if precision in PRECISIONS.get(backend, ("fp32",))
     ]
+    if not pairs:
+        raise ModelError(
+            f"BACKEND={options.backend} does not serve PRECISION={options.precision}: "
+            + "; ".join(f"{b}: {', '.join(p)}" for b, p in PRECISIONS.items())
+        )
+    return pairs
 
 
 def open_candidates(
@@ -123,6 +134,8 @@ def pick_fastest(
     """
     if len(backends) == 1:
         return backends[0], []
+    refused = _fp16_disagreements(backends, input_shape)
+    backends = [b for b in backends if id(b) not in refused]
     share = budget_s / len(backends) / 2
     sizes = sorted({1, min(AUTO_BATCH, max_batch)})
     rng = np.random.default_rng(0)
@@ -138,6 +151,7 @@ def pick_fastest(
         table.append(row)
     best = min(range(len(backends)), key=lambda i: table[i]["score_ms"])
     table[best]["chosen"] = True
+    table += refused.values()
     for row in table:
         log.info(
             "auto: %-11s %-4s %s ms/image%s",
@@ -146,3 +160,32 @@ def pick_fastest(
             "  <- chosen" if row.get("chosen") else "",
         )  # fmt: skip
     return backends[best], table
+
+
+def _fp16_disagreements(
+    backends: list[Backend], input_shape: tuple[int, ...]
+) -> dict[int, dict[str, Any]]:
+    """FP16 candidates whose probabilities differ from an FP32 candidate's by more than
+    `FP16_MAX_PROB_DIFF` on a seeded batch, by `id`, with the autotune row saying why."""
+    reference = next((b for b in backends if b.precision == "fp32"), None)
+    if reference is None:
+        return {}
+    batch = np.random.default_rng(0).standard_normal((AUTO_BATCH, *input_shape))
+    batch = batch.astype(np.float32)
+    expected = softmax(reference.forward(batch))
+    refused: dict[int, dict[str, Any]] = {}
+    for backend in backends:
+        if backend.precision != "fp16":
+            continue
+        diff = float(np.abs(softmax(backend.forward(batch)) - expected).max())
+        if diff > FP16_MAX_PROB_DIFF:
+            log.warning(
+                "auto: %s fp16 refused: probabilities differ from fp32 by %.4f (> %g)",
+                backend.name, diff, FP16_MAX_PROB_DIFF,
+            )  # fmt: skip
+            refused[id(backend)] = {
+                "backend": backend.name,
+                "precision": "fp16",
+                "refused": f"max |dprob| vs fp32 {diff:.4f} > {FP16_MAX_PROB_DIFF}",
+            }
+    return refused

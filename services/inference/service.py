@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from services.inference.admission import LoopLag
 from services.inference.batching import InferenceWorker, Prediction
 from services.inference.errors import ModelNotFoundError, UnavailableError
 from services.inference.images import Prepared, prepare_many
@@ -66,6 +67,7 @@ class InferenceService:
             timeout_s=settings.request_timeout_s,
             budget_s=settings.admission_budget_s,
         )
+        self.loop_lag = LoopLag(self.worker)
         self.loader = Loader(settings, self.worker, metrics)
         cache = settings.model_cache_dir
         main_source = ModelSource(settings.model_source, settings.mlflow_tracking_uri, cache)
@@ -100,6 +102,7 @@ class InferenceService:
     async def start(self) -> None:
         """Start the inference thread, the log writer and each slot's loader (in background)."""
         self.worker.start()
+        self.loop_lag.start()
         if self.predlog:
             self.predlog.start()
         for slot in self.slots.values():
@@ -125,6 +128,7 @@ class InferenceService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.loop_lag.stop()
         await asyncio.to_thread(self.worker.close, self.settings.request_timeout_s)
         if self.predlog:
             await asyncio.to_thread(self.predlog.close)

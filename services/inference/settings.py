@@ -48,10 +48,11 @@ class Settings(BaseSettings):
         description="auto (the fastest this host has, measured at load), onnxruntime, openvino "
         "(image variant BACKEND=openvino) or torch (image variant BACKEND=torch).",
     )
-    precision: Literal["auto", "fp32", "int8"] = Field(
+    precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         default="auto",
-        description="auto (INT8 when the export's accuracy gate passed it and it measures "
-        "faster), fp32, or int8 (refused if the INT8 model failed its gate).",
+        description="auto (CPU: INT8 when the export's accuracy gate passed it and it measures "
+        "faster; CUDA: FP16 when it agrees with FP32 and measures faster), fp32, int8 (refused "
+        "if the INT8 model failed its gate) or fp16 (torch backend, for GPUs).",
     )
     autotune_seconds: float = Field(
         default=3.0,

@@ -1,0 +1,137 @@
+"""Admission before the route: refuse predictions that cannot be answered in time, cheaply.
+
+A request's wait is more than the inference queue: under overload the event loop itself falls
+behind, and a request sits in the socket and the loop before any handler runs. Two parts keep
+accepted requests within the admission budget at any offered load:
+
+* `LoopLag` samples how late the loop wakes a short sleep (fast to rise, slow to decay) and
+  hands it to the worker, so `expected_wait_s` counts the loop's delay too;
+* `AdmissionMiddleware` refuses prediction requests whose expected wait is over the budget as
+  soon as their headers are parsed: 503 + `Retry-After`, before the body is read, the multipart
+  form parsed or the image decoded, so a refused request costs little of the CPU the accepted
+  ones need. The route's own `admit` (with the real image count) stays as the exact check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.inference.batching import InferenceWorker
+from services.inference.metrics import KSERVE_PREDICT_ROUTE, OIP_INFER_ROUTE
+
+LAG_INTERVAL_S = 0.005
+LAG_DECAY = 0.9  # per sample: a lag spike fades over about 20 samples (~0.1 s when idle)
+
+# Prediction routes by URL: (pattern, route template); `name` is the served model, if any.
+_ROUTES = (
+    (re.compile(r"^/v1/predict$"), "/v1/predict"),
+    (re.compile(r"^/v1/models/(?P<name>[^/]+):predict$"), KSERVE_PREDICT_ROUTE),
+    (re.compile(r"^/v2/models/(?P<name>[^/]+)/infer$"), OIP_INFER_ROUTE),
+    (
+        re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/[^/]+/infer$"),
+        "/v2/models/{name}/versions/{version}/infer",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Stands in for the router's match, so request metrics label the route template."""
+
+    path: str
+
+
+class LoopLag:
+    """The event loop's recent scheduling delay in seconds, published to the worker."""
+
+    def __init__(self, worker: InferenceWorker, interval_s: float = LAG_INTERVAL_S) -> None:
+        self.worker = worker
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.worker.loop_lag_s = 0.0
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        lag = 0.0
+        while True:
+            began = loop.time()
+            await asyncio.sleep(self.interval_s)
+            late = max(0.0, loop.time() - began - self.interval_s)
+            lag = late if late > lag else lag * LAG_DECAY + late * (1 - LAG_DECAY)
+            self.worker.loop_lag_s = lag
+
+
+class AdmissionMiddleware:
+    """503 + Retry-After for prediction requests over the time budget, before their body."""
+
+    def __init__(
+        self, app: ASGIApp, worker: InferenceWorker, default_model: str, models: set[str]
+    ) -> None:
+        self.app = app
+        self.worker = worker
+        self.default_model = default_model
+        self.models = models
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not self.worker.budget_s:
+            await self.app(scope, receive, send)
+            return
+        wait = self.worker.expected_wait_s(1)
+        if wait <= self.worker.budget_s:
+            await self.app(scope, receive, send)
+            return
+        matched = _match(scope["path"])
+        # Unknown models go on to their 404; `?model=` on /v1/predict is counted as the default.
+        if matched is None or (matched[1] and matched[1] not in self.models):
+            await self.app(scope, receive, send)
+            return
+        template, name = matched
+        scope["route"] = _Route(template)
+        scope["path_params"] = {"name": name} if name else {}
+        self.worker.metrics.rejected.labels(name or self.default_model, "over_budget").inc()
+        await _refuse(send, wait, self.worker.budget_s)
+
+
+def _match(path: str) -> tuple[str, str] | None:
+    """(route template, model name or "") of a prediction URL, else None."""
+    for pattern, template in _ROUTES:
+        found = pattern.match(path)
+        if found:
+            return template, found.groupdict().get("name") or ""
+    return None
+
+
+async def _refuse(send: Send, wait_s: float, budget_s: float) -> None:
+    message = (
+        f"overloaded: expected wait {wait_s * 1000:.0f} ms exceeds the budget of "
+        f"{budget_s * 1000:.0f} ms"
+    )
+    payload = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"retry-after", str(max(1, math.ceil(wait_s - budget_s))).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
