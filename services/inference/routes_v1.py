@@ -82,11 +82,13 @@ async def predict(
     model: Annotated[str | None, Query(description="Served model name (default: main).")] = None,
 ) -> dict[str, Any]:
     """Classify uploaded images: multipart field `files` (repeated for several), or one image
-    as the raw body with `Content-Type: image/...` (cheaper: no multipart parsing)."""
+    as the raw body with `Content-Type: image/...` (cheaper: no multipart parsing). In canary
+    mode the staging model may answer (`model`, header `X-Slipway-Variant: canary`)."""
     began = time.perf_counter()
-    slot = service.slot(model)
+    slot, routed = service.variants.route(request.scope, service.slot(model))
     payloads = await _read_files(request, service.worker.max_queue)
     answer = await service.predict_files(slot, payloads, "/v1/predict")
+    routed.version = answer.model.version
     classes = answer.model.classes
     k = min(top_k, len(classes))
     results = []
