@@ -58,15 +58,20 @@ _MULTIPART_BODY = {
 
 @router.get("/models", response_model=ModelsResponse, responses=ERRORS)
 async def list_models(service: Service) -> dict[str, Any]:
-    """Served model names (KServe V1), the default one, and each one's version, alias,
-    classes, architecture, metrics and dataset (`details`)."""
+    """Served model names (KServe V1), the default one, each one's version, alias, classes,
+    architecture, metrics and dataset (`details`), and the canary or shadow split (`traffic`)."""
     details = []
     for slot in service.slots.values():
         if slot.current is not None:
             details.append({**slot.current.about(), "ready": True})
         else:
             details.append({"name": slot.name, "ready": False, "source": slot.source.source})
-    return {"models": list(service.slots), "default": service.main.name, "details": details}
+    return {
+        "models": list(service.slots),
+        "default": service.main.name,
+        "details": details,
+        "traffic": service.variants.describe(),
+    }
 
 
 @router.post(

@@ -97,6 +97,9 @@ def test_a_fifth_of_default_route_traffic_goes_to_the_candidate(
         metric_value(text, REQUESTS, model=name, variant="production", **route) == 500 - to_canary
     )
     assert metric_value(text, "slipway_inference_canary_weight", model=name) == 0.2
+    traffic = canary.get("/v1/models").json()["traffic"]
+    assert traffic == {"mode": "canary", "weight": 0.2, "share": 0.2, "candidate_ready": True,
+                       "candidate": f"{name}-staging", "client_key_header": KEY}  # fmt: skip
 
     records = _records(canary.app.state.log_path, 500)[-500:]
     logged = [r["variant"] for r in records]
@@ -275,6 +278,8 @@ def test_without_a_ready_candidate_everything_goes_to_production(
         assert metric_value(text, REQUESTS, code="5xx") == 0
         assert metric_value(text, "slipway_inference_canary_weight", model=name) == 0
         assert metric_value(text, SHADOW) == 0
+        traffic = client.get("/v1/models").json()["traffic"]
+        assert (traffic["candidate_ready"], traffic["share"]) == (False, 0.0)
 
 
 def test_canary_needs_a_candidate() -> None:
