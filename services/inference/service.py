@@ -2,7 +2,8 @@
 
 Every way in is a thin shell over `InferenceService`: the v1 routes and the web page directly,
 the Open Inference Protocol (REST and gRPC) through `dataplane.DataPlane`; so every protocol
-gets the same preprocessing, batching, metrics and log.
+gets the same preprocessing, batching, metrics and log. Which slot answers a request for the main
+model (canary), and the shadow copies, are `variants.Variants`' decision.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from services.inference.batching import InferenceWorker, Prediction
 from services.inference.errors import ModelNotFoundError, UnavailableError
 from services.inference.images import Prepared, prepare_many
-from services.inference.metrics import CANARY, Metrics
+from services.inference.metrics import CANARY, PRODUCTION, Metrics
 from services.inference.model import LoadedModel, ModelSlot
 from services.inference.predlog import PredictionLog
 from services.inference.reload import Loader
@@ -89,7 +90,7 @@ class InferenceService:
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
         for slot in self.slots.values():
-            metrics.init_model(slot.name, [], CANARY if slot is staging else "production")
+            metrics.init_model(slot.name, [], CANARY if slot is staging else PRODUCTION)
         self.variants = Variants(
             settings, self.main, staging, self.worker, metrics, lambda: self.draining,
             self._observe,
@@ -147,11 +148,6 @@ class InferenceService:
             known = ", ".join(sorted(self.slots))
             raise ModelNotFoundError(f"unknown model {name!r}; served models: {known}")
         return slot
-
-    def choose(self, slot: ModelSlot, version: str | None, client_key: str | None) -> ModelSlot:
-        """The slot that answers a request addressed to `slot`: the candidate for its share of
-        the main model's traffic in canary mode, else `slot` itself."""
-        return self.variants.choose(slot, version, client_key)
 
     def current(self, slot: ModelSlot) -> LoadedModel:
         """The slot's loaded version, or 503 while it is still loading or draining."""

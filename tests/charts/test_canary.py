@@ -12,6 +12,7 @@ from services.inference.settings import Settings
 from tests.charts.netpol import Source, admits, selector_matches
 from tests.charts.objects import FULLNAME, container_env, find, kinds, pod_environment, render
 from tests.charts.render import (
+    HTTPROUTE_API,
     notes,
     render_docs,
     scenario_api_versions,
@@ -21,7 +22,6 @@ from tests.charts.render import (
 from tests.charts.test_config_keys import unknown, variable_names
 from tests.charts.validate import crd_errors
 
-HTTPROUTE_API = "gateway.networking.k8s.io/v1/HTTPRoute"
 CANARY = f"{FULLNAME}-canary"
 SCENARIO = scenario_values("gateway-canary")
 ENVOY_GATEWAY = Source("envoy-gateway-system", {"app.kubernetes.io/name": "envoy"})
