@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         default_model=service.main.name,
         models=set(service.slots),
+        variant_of=service.variants.variant_of,
     )
     _add_schemas(app, routes_v2.openapi_schemas())
     return app

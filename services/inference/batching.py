@@ -156,6 +156,19 @@ class InferenceWorker:
                 )
             self._reserved += count
 
+    def try_admit(self, count: int, share: float) -> bool:
+        """Reserve room for optional work (shadow copies) only while the expected wait stays
+        within `share` of the budget and of the queue; False, and nothing reserved, otherwise.
+        Refusals are the caller's to count: they are no 503 to anybody."""
+        with self._cv:
+            budget = self.budget_s * share
+            if self._closing or (budget and self.expected_wait_s(count) > budget):
+                return False
+            if self.pending + count > self.max_queue * share:
+                return False
+            self._reserved += count
+            return True
+
     def release(self, count: int) -> None:
         """Give back reserved room that will not be submitted (the input was bad)."""
         with self._cv:

@@ -134,10 +134,18 @@ class DataPlane:
         }
 
     async def infer(
-        self, name: str, version: str | None, request: InferRequest, route: str
+        self,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        route: str,
+        chosen: ModelSlot | None = None,
     ) -> InferResponse:
-        """Validate, queue for the batcher, and answer with the requested outputs."""
+        """Validate, queue for the batcher, and answer with the requested outputs; `chosen`:
+        the slot that answers instead of `name`'s (the canary's choice)."""
         slot, model = self.model(name, version)
+        if chosen is not None and chosen is not slot:
+            slot, model = chosen, self.service.current(chosen)
         wanted = _requested(request.outputs, len(model.classes))
         if len(request.inputs) != 1:
             raise BadInputError(

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError, Message
 
 from services.inference.dataplane import DataPlane
 from services.inference.grpc_servicer import InferenceServicer
-from services.inference.metrics import Metrics
+from services.inference.metrics import PRODUCTION, Metrics
 from services.inference.settings import Settings
 from slipway.oip import grpc_predict_v2_pb2 as pb
 
@@ -48,7 +48,8 @@ def _checked(name: str, method: Method, servicer: InferenceServicer) -> Method:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, Undecodable):
             if name == "ModelInfer":
-                servicer.observe(servicer.default_model, grpc.StatusCode.INVALID_ARGUMENT, 0.0)
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                servicer.observe(servicer.default_model, PRODUCTION, code, 0.0)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         return await method(request, context)
 

@@ -4,7 +4,9 @@ Messages become the dataplane's `InferRequest` (inputs from `raw_input_contents`
 `contents`) and its answer becomes `raw_output_contents`, as Triton answers. The rules are the
 REST routes': the bearer token in the `authorization` metadata when AUTH_TOKEN is set (the health
 RPCs ServerLive and ServerReady stay open, as `/v2/health/*` do), ModelInfer counted in the
-request metrics under route `grpc`, and the HTTP errors mapped to status codes:
+request metrics under route `grpc` (by the model and variant that answered: the canary's choice,
+client key from the metadata named by CANARY_HEADER; trailing metadata `x-slipway-variant` and
+`x-slipway-model-version` say which), and the HTTP errors mapped to status codes:
 
   400, 413, 415, 422 (bad input)   INVALID_ARGUMENT
   401                              UNAUTHENTICATED
@@ -32,6 +34,7 @@ from services.inference.errors import (
     UnavailableError,
 )
 from services.inference.metrics import GRPC_ROUTE, Metrics
+from services.inference.variants import VARIANT_HEADER, VERSION_HEADER
 from slipway.oip import grpc_predict_v2_pb2 as pb
 from slipway.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from slipway.oip.tensors import TensorError, from_raw, from_values, to_raw
@@ -154,12 +157,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         began = time.perf_counter()
         model = request.model_name if request.model_name in self.models else self.default_model
+        variants = self.dataplane.service.variants
+        variant = variants.variant_of(model)
         code = Code.CANCELLED
 
         async def answer() -> pb.ModelInferResponse:
+            nonlocal model, variant
+            slot = self.dataplane.model(request.model_name, request.model_version)[0]
+            metadata = dict(context.invocation_metadata() or ())
+            key = metadata.get(variants.header.lower())
+            chosen = variants.choose(slot, request.model_version, str(key) if key else None)
+            model, variant = chosen.name, variants.variant_of(chosen.name)
             inference = to_infer_request(request)
             result = await self.dataplane.infer(
-                request.model_name, request.model_version, inference, GRPC_ROUTE
+                request.model_name, request.model_version, inference, GRPC_ROUTE, chosen
+            )
+            context.set_trailing_metadata(
+                ((VARIANT_HEADER.lower(), variant), (VERSION_HEADER.lower(), result.model_version))
             )
             reply = pb.ModelInferResponse(
                 model_name=result.model_name, model_version=result.model_version, id=result.id
@@ -177,12 +191,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             code = context.code() or Code.UNKNOWN
             raise
         finally:
-            self.observe(model, code, time.perf_counter() - began)
+            self.observe(model, variant, code, time.perf_counter() - began)
 
-    def observe(self, model: str, code: Code, seconds: float) -> None:
+    def observe(self, model: str, variant: str, code: Code, seconds: float) -> None:
         """Count one ModelInfer call under route `grpc`, its status as an HTTP code class."""
-        self.metrics.requests.labels(model, GRPC_ROUTE, _CLASS.get(code, "4xx")).inc()
-        self.metrics.request_duration.labels(model, GRPC_ROUTE).observe(seconds)
+        self.metrics.requests.labels(model, GRPC_ROUTE, _CLASS.get(code, "4xx"), variant).inc()
+        self.metrics.request_duration.labels(model, GRPC_ROUTE, variant).observe(seconds)
 
     async def _guard(
         self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]

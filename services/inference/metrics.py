@@ -27,6 +27,9 @@ OIP_INFER_ROUTE = "/v2/models/{name}/infer"
 PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, OIP_INFER_ROUTE, GRPC_ROUTE)
 CODE_CLASSES = ("2xx", "4xx", "5xx")
 REJECT_REASONS = ("queue_full", "over_budget", "draining", "timeout")
+PRODUCTION, CANARY = "production", "canary"  # the `variant` label: which model answered
+SHADOW_RESULTS = ("agree", "disagree", "error", "shed")
+DELTA_BUCKETS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))  # -1.0 .. 1.0
 
 
 class Metrics:
@@ -39,12 +42,26 @@ class Metrics:
         r = self.registry
         p = "slipway_inference_"
         self.requests = Counter(
-            p + "requests_total", "Requests by route and status class (gRPC: route grpc).",
-            ["model", "route", "code"], registry=r,
+            p + "requests_total", "Requests by the model that answered, route, status class "
+            "(gRPC: route grpc) and variant (production, or canary: the staging model).",
+            ["model", "route", "code", "variant"], registry=r,
         )  # fmt: skip
         self.request_duration = Histogram(
             p + "request_duration_seconds", "Time from request to response.",
-            ["model", "route"], buckets=LATENCY_BUCKETS, registry=r,
+            ["model", "route", "variant"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.canary_weight = Gauge(
+            p + "canary_weight", "Share of default-route requests the staging model answers now "
+            "(0 when it is not ready, off, or in shadow mode).", ["model"], registry=r,
+        )  # fmt: skip
+        self.shadow = Counter(
+            p + "shadow_requests_total", "Predictions copied to the staging model in shadow "
+            "mode, by result: agree or disagree (same top-1 class or not), error, shed.",
+            ["model", "result"], registry=r,
+        )  # fmt: skip
+        self.shadow_delta = Histogram(
+            p + "shadow_confidence_delta", "Staging top-1 probability minus production's, per "
+            "shadowed prediction.", ["model"], buckets=DELTA_BUCKETS, registry=r,
         )  # fmt: skip
         self.model_duration = Histogram(
             p + "model_duration_seconds", "One forward of one batch.",
@@ -96,12 +113,12 @@ class Metrics:
         )
         self._info_labels: dict[str, tuple[str, ...]] = {}
 
-    def init_model(self, model: str, classes: list[str]) -> None:
+    def init_model(self, model: str, classes: list[str], variant: str = PRODUCTION) -> None:
         """Create the label sets of one served model at 0, so rate() queries see a series."""
         for route in PREDICT_ROUTES:
             for code in CODE_CLASSES:
-                self.requests.labels(model, route, code)
-            self.request_duration.labels(model, route)
+                self.requests.labels(model, route, code, variant)
+            self.request_duration.labels(model, route, variant)
         for reason in REJECT_REASONS:
             self.rejected.labels(model, reason)
         for result in ("success", "failure"):
@@ -115,6 +132,12 @@ class Metrics:
         self.queue_depth.labels(model).set(0)
         self.in_flight.labels(model).set(0)
         self.ready.labels(model).set(0)
+
+    def init_shadow(self, model: str) -> None:
+        """The shadow series of the production model at 0, whatever the mode."""
+        for result in SHADOW_RESULTS:
+            self.shadow.labels(model, result)
+        self.shadow_delta.labels(model)
 
     def set_model_info(
         self,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.inference.errors import BodyTooLarge
 from services.inference.metrics import Metrics
+from services.inference.variants import routed_of
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +28,25 @@ UNCOUNTED_ROUTES = frozenset(
 
 
 class ObservabilityMiddleware:
-    """Count and time every HTTP request by `{model, route, code}` with bounded labels."""
+    """Count and time every HTTP request by `{model, route, code, variant}` with bounded labels.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, default_model: str, models: set[str]):
+    A prediction route marks the slot it chose (`variants.mark`): the request counts under the
+    model that answered, and its response says which variant and version that was.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        default_model: str,
+        models: set[str],
+        variant_of: Callable[[str], str],
+    ):
         self.app = app
         self.metrics = metrics
         self.default_model = default_model
         self.models = models
+        self.variant_of = variant_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,6 +59,10 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                routed = routed_of(scope)
+                if routed is not None:
+                    headers = [*message.get("headers", []), *routed.headers()]
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -60,10 +78,15 @@ class ObservabilityMiddleware:
         template = getattr(route, "path", None) or UNMATCHED_ROUTE
         if template in UNCOUNTED_ROUTES:
             return
-        model = self._model(scope)
+        routed = routed_of(scope)
+        if routed is not None:
+            model, variant = routed.model, routed.variant
+        else:
+            model = self._model(scope)
+            variant = self.variant_of(model)
         code = f"{min(max(status // 100, 1), 5)}xx"
-        self.metrics.requests.labels(model, template, code).inc()
-        self.metrics.request_duration.labels(model, template).observe(seconds)
+        self.metrics.requests.labels(model, template, code, variant).inc()
+        self.metrics.request_duration.labels(model, template, variant).observe(seconds)
 
     def _model(self, scope: Scope) -> str:
         name = (scope.get("path_params") or {}).get("name")

@@ -131,6 +131,9 @@ class ModelSlot:
         self.name = name
         self.source = source
         self.current: LoadedModel | None = None
+        # False while the source does not resolve (its alias was deleted): a candidate then
+        # takes no traffic, though its last version stays loaded for requests by name.
+        self.source_ok = True
 
     @property
     def ready(self) -> bool:

@@ -76,8 +76,13 @@ class Loader:
         try:
             resolved = await asyncio.to_thread(slot.source.resolve)
         except Exception as exc:
-            log.warning("cannot resolve %s: %s", slot.source.source, exc)
+            if slot.source_ok:
+                log.warning("cannot resolve %s: %s", slot.source.source, exc)
+            slot.source_ok = False
             return False
+        if not slot.source_ok:
+            log.info("%s resolves again: version %s", slot.source.source, resolved.version)
+        slot.source_ok = True
         current = slot.current
         refused = self.refused.setdefault(slot.name, set())
         if current is None or resolved.version == current.version or resolved.version in refused:

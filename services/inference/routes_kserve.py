@@ -46,7 +46,7 @@ _PREDICT_BODY = {
 )
 async def predict(request: Request, service: Service, name: str) -> dict[str, Any]:
     """Classify `instances`: base64 images or preprocessed (C, H, W) tensors."""
-    slot = service.slot(name)
+    slot, routed = service.variants.route(request.scope, service.slot(name))
     model = service.current(slot)
     content_type = request.headers.get("content-type", "application/json")
     items = kserve_v1.parse_instances(await request.body(), content_type, service.worker.max_queue)
@@ -56,6 +56,7 @@ async def predict(request: Request, service: Service, name: str) -> dict[str, An
     else:
         inputs = kserve_v1.tensor_inputs(items, model.transform)
         answer = await service.predict_tensors(slot, inputs, KSERVE_PREDICT_ROUTE)
+    routed.version = answer.model.version
     return {"predictions": kserve_v1.predictions(answer)}
 
 

@@ -58,15 +58,20 @@ _MULTIPART_BODY = {
 
 @router.get("/models", response_model=ModelsResponse, responses=ERRORS)
 async def list_models(service: Service) -> dict[str, Any]:
-    """Served model names (KServe V1), the default one, and each one's version, alias,
-    classes, architecture, metrics and dataset (`details`)."""
+    """Served model names (KServe V1), the default one, each one's version, alias, classes,
+    architecture, metrics and dataset (`details`), and the canary or shadow split (`traffic`)."""
     details = []
     for slot in service.slots.values():
         if slot.current is not None:
             details.append({**slot.current.about(), "ready": True})
         else:
             details.append({"name": slot.name, "ready": False, "source": slot.source.source})
-    return {"models": list(service.slots), "default": service.main.name, "details": details}
+    return {
+        "models": list(service.slots),
+        "default": service.main.name,
+        "details": details,
+        "traffic": service.variants.describe(),
+    }
 
 
 @router.post(
@@ -82,11 +87,13 @@ async def predict(
     model: Annotated[str | None, Query(description="Served model name (default: main).")] = None,
 ) -> dict[str, Any]:
     """Classify uploaded images: multipart field `files` (repeated for several), or one image
-    as the raw body with `Content-Type: image/...` (cheaper: no multipart parsing)."""
+    as the raw body with `Content-Type: image/...` (cheaper: no multipart parsing). In canary
+    mode the staging model may answer (`model`, header `X-Slipway-Variant: canary`)."""
     began = time.perf_counter()
-    slot = service.slot(model)
+    slot, routed = service.variants.route(request.scope, service.slot(model))
     payloads = await _read_files(request, service.worker.max_queue)
     answer = await service.predict_files(slot, payloads, "/v1/predict")
+    routed.version = answer.model.version
     classes = answer.model.classes
     k = min(top_k, len(classes))
     results = []

@@ -129,8 +129,10 @@ def openapi_schemas() -> dict[str, Any]:
 )
 async def infer(request: Request, plane: Plane, name: str, version: str | None = None) -> Response:
     """Run inference on one input: `input` (FP32 or UINT8 [N, C, H, W]) or `image` (BYTES [N])."""
-    plane.model(name, version)  # 404 / 503 before reading the body
+    slot = plane.model(name, version)[0]  # 404 / 503 before reading the body
+    chosen, routed = plane.service.variants.route(request.scope, slot, version)
     limit = request.app.state.settings.max_upload_bytes
     inference, binary = await read_request(request, limit)
-    answer = await plane.infer(name, version, inference, OIP_INFER_ROUTE)
+    answer = await plane.infer(name, version, inference, OIP_INFER_ROUTE, chosen)
+    routed.version = answer.model_version
     return encode_response(answer, binary)

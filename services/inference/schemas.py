@@ -54,6 +54,11 @@ class ModelsResponse(BaseModel):
     details: list[dict[str, Any]] = Field(
         description="Per model: name, ready, version, alias, classes, arch, metrics, dataset."
     )
+    traffic: dict[str, Any] = Field(
+        description="How the main model's requests are split: mode (off, canary, shadow), "
+        "weight, share (what the candidate gets now), candidate, candidate_ready, "
+        "client_key_header."
+    )
 
 
 # Open Inference Protocol v2 ------------------------------------------------------------------

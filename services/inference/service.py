@@ -2,7 +2,8 @@
 
 Every way in is a thin shell over `InferenceService`: the v1 routes and the web page directly,
 the Open Inference Protocol (REST and gRPC) through `dataplane.DataPlane`; so every protocol
-gets the same preprocessing, batching, metrics and log.
+gets the same preprocessing, batching, metrics and log. Which slot answers a request for the main
+model (canary), and the shadow copies, are `variants.Variants`' decision.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from services.inference.admission import LoopLag
 from services.inference.batching import InferenceWorker, Prediction
 from services.inference.errors import ModelNotFoundError, UnavailableError
 from services.inference.images import Prepared, prepare_many
-from services.inference.metrics import Metrics
+from services.inference.metrics import CANARY, PRODUCTION, Metrics
 from services.inference.model import LoadedModel, ModelSlot
 from services.inference.predlog import PredictionLog
 from services.inference.reload import Loader
 from services.inference.settings import Settings
 from services.inference.source import ModelSource
+from services.inference.variants import Variants
 from slipway.contract.card import load_card
 from slipway.errors import SlipwayError
 
@@ -39,6 +41,7 @@ class Answer:
     model: LoadedModel
     inputs: list[Prepared]
     predictions: list[Prediction]
+    variant: str
 
 
 def served_name(settings: Settings, source: ModelSource) -> str:
@@ -73,6 +76,7 @@ class InferenceService:
         main_source = ModelSource(settings.model_source, settings.mlflow_tracking_uri, cache)
         self.main = ModelSlot(served_name(settings, main_source), main_source)
         self.slots: dict[str, ModelSlot] = {self.main.name: self.main}
+        staging: ModelSlot | None = None
         if settings.staging_source:
             source = ModelSource(settings.staging_source, settings.mlflow_tracking_uri, cache)
             staging = ModelSlot(f"{self.main.name}-staging", source)
@@ -88,7 +92,11 @@ class InferenceService:
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
         for slot in self.slots.values():
-            metrics.init_model(slot.name, [])
+            metrics.init_model(slot.name, [], CANARY if slot is staging else PRODUCTION)
+        self.variants = Variants(
+            settings, self.main, staging, self.worker, metrics, lambda: self.draining,
+            self._observe,
+        )  # fmt: skip
 
     @property
     def ready(self) -> bool:
@@ -129,6 +137,7 @@ class InferenceService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.loop_lag.stop()
+        await self.variants.stop()
         await asyncio.to_thread(self.worker.close, self.settings.request_timeout_s)
         if self.predlog:
             await asyncio.to_thread(self.predlog.close)
@@ -170,7 +179,7 @@ class InferenceService:
             except BaseException:
                 self.worker.release(len(payloads))
                 raise
-            return await self._run(slot, inputs, route, began)
+            return await self._run(slot, inputs, route, began, payloads)
         finally:
             gauge.dec()
 
@@ -187,39 +196,58 @@ class InferenceService:
             gauge.dec()
 
     async def _run(
-        self, slot: ModelSlot, inputs: list[Prepared], route: str, began: float
+        self,
+        slot: ModelSlot,
+        inputs: list[Prepared],
+        route: str,
+        began: float,
+        payloads: list[tuple[str, bytes]] | None = None,
     ) -> Answer:
         predictions = await self.worker.submit(slot, [p.array for p in inputs])
-        self._record(inputs, predictions, route, (time.perf_counter() - began) * 1000)
-        return Answer(predictions[0].model, inputs, predictions)
+        variant = self.variants.variant_of(slot.name)
+        self._observe(inputs, predictions)
+        self._log(inputs, predictions, route, variant, (time.perf_counter() - began) * 1000)
+        if self.variants.shadows(slot):
+            self.variants.shadow(predictions, inputs, payloads)
+        return Answer(predictions[0].model, inputs, predictions, variant)
 
-    def _record(
-        self, inputs: list[Prepared], predictions: list[Prediction], route: str, latency_ms: float
-    ) -> None:
+    def _observe(self, inputs: list[Prepared], predictions: list[Prediction]) -> None:
+        """The prediction metrics of the model that answered."""
         m = self.metrics
+        for item, pred in zip(inputs, predictions, strict=True):
+            name = pred.model.served_name
+            top = int(np.argmax(pred.probs))
+            m.confidence.labels(name).observe(float(pred.probs[top]))
+            m.predictions.labels(name, pred.model.classes[top]).inc()
+            m.brightness.labels(name).observe(item.brightness)
+
+    def _log(
+        self,
+        inputs: list[Prepared],
+        predictions: list[Prediction],
+        route: str,
+        variant: str,
+        latency_ms: float,
+    ) -> None:
+        if not self.predlog:
+            return
         now = time.time()
         for item, pred in zip(inputs, predictions, strict=True):
             model = pred.model
-            name = model.served_name
             top = int(np.argmax(pred.probs))
-            confidence = float(pred.probs[top])
-            top_class = model.classes[top]
-            m.confidence.labels(name).observe(confidence)
-            m.predictions.labels(name, top_class).inc()
-            m.brightness.labels(name).observe(item.brightness)
-            if self.predlog:
-                self.predlog.write(
-                    {
-                        "ts": now,
-                        "model": name,
-                        "version": model.version,
-                        "route": route,
-                        "top_class": top_class,
-                        "confidence": round(confidence, 6),
-                        "latency_ms": round(latency_ms, 3),
-                        "width": item.width,
-                        "height": item.height,
-                        "brightness": round(item.brightness, 6),
-                        "contrast": round(item.contrast, 6),
-                    }
-                )
+            self.predlog.write(
+                {
+                    "ts": now,
+                    "model": model.served_name,
+                    "variant": variant,
+                    "version": model.version,
+                    "route": route,
+                    "top_class": model.classes[top],
+                    "confidence": round(float(pred.probs[top]), 6),
+                    "latency_ms": round(latency_ms, 3),
+                    "width": item.width,
+                    "height": item.height,
+                    "brightness": round(item.brightness, 6),
+                    "contrast": round(item.contrast, 6),
+                }
+            )

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.environment import check_model_ref
@@ -42,6 +42,30 @@ class Settings(BaseSettings):
         default="",
         description="Optional second model (any MODEL_SOURCE form), served as "
         "`<model_name>-staging`.",
+    )
+    canary_mode: Literal["off", "canary", "shadow"] = Field(
+        default="off",
+        description="How the staging model (the candidate) gets live traffic: off (only by its "
+        "name), canary (answers `canary_weight` of the main model's requests) or shadow (gets a "
+        "copy of each; production answers). Needs `staging_source`.",
+    )
+    canary_weight: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of the main model's requests the candidate answers in canary mode.",
+    )
+    canary_header: str = Field(
+        default="X-Slipway-Client-Key",
+        min_length=1,
+        description="Request header (gRPC: metadata key) whose value keeps a client on one "
+        "variant: the same value always gets the same answer source at a given weight.",
+    )
+    shadow_max_in_flight: int = Field(
+        default=4,
+        ge=1,
+        description="Shadow copies predicted at once; a request beyond it (or beyond half the "
+        "queue budget) is not copied and counts as `shed`.",
     )
     backend: Literal["auto", "onnxruntime", "openvino", "torch"] = Field(
         default="auto",
@@ -130,6 +154,14 @@ class Settings(BaseSettings):
         if value or info.field_name == "model_source":
             check_model_ref(value)
         return value
+
+    @model_validator(mode="after")
+    def _candidate(self) -> Settings:
+        if self.canary_mode != "off" and not self.staging_source:
+            raise ValueError(
+                f"canary_mode={self.canary_mode} needs staging_source (the candidate model)"
+            )
+        return self
 
     @property
     def cors_origin_list(self) -> list[str]:

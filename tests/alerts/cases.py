@@ -13,6 +13,9 @@ from dataclasses import dataclass
 SERVER = 'job="slipway-inference", namespace="ml-serving"'
 DRIFT = 'job="slipway-inference-drift", namespace="ml-serving"'
 POD = 'instance="10.0.0.7:8080"'
+# Request series carry the variant that answered; the canary's are under "<model>-staging".
+PRODUCTION = 'model="demo", variant="production"'
+CANARY = 'model="demo-staging", variant="canary"'
 KSM = 'job="kube-state-metrics", namespace="ml-serving"'
 DAY = 86400
 
@@ -86,12 +89,12 @@ CASES = [
     AlertCase(
         alert="InferenceErrorRatioHigh",
         series={
-            f'slipway_inference_requests_total{{{SERVER}, model="demo", route="/v1/predict", '
+            f'slipway_inference_requests_total{{{SERVER}, {PRODUCTION}, route="/v1/predict", '
             'code="2xx"}': "0+90x60",
-            f'slipway_inference_requests_total{{{SERVER}, model="demo", route="/v1/predict", '
+            f'slipway_inference_requests_total{{{SERVER}, {PRODUCTION}, route="/v1/predict", '
             'code="5xx"}': "0+10x60",
             # Probes and scrapes are not prediction traffic: they must not dilute the ratio.
-            f'slipway_inference_requests_total{{{SERVER}, model="demo", route="/readyz", '
+            f'slipway_inference_requests_total{{{SERVER}, {PRODUCTION}, route="/readyz", '
             'code="2xx"}': "0+5000x60",
         },
         onset_min=1,
@@ -103,12 +106,12 @@ CASES = [
         alert="InferenceLatencySloBreached",
         series={
             **{
-                f'slipway_inference_request_duration_seconds_bucket{{{SERVER}, model="demo", '
+                f"slipway_inference_request_duration_seconds_bucket{{{SERVER}, {PRODUCTION}, "
                 f'route="/v2/models/{{name}}/infer", le="{le}"}}': f"0+{n}x60"
                 for le, n in (("0.25", 0), ("0.5", 0), ("1.0", 10), ("+Inf", 10))
             },
             # A slow route outside the SLO (the web page) is ignored.
-            f'slipway_inference_request_duration_seconds_bucket{{{SERVER}, model="demo", '
+            f"slipway_inference_request_duration_seconds_bucket{{{SERVER}, {PRODUCTION}, "
             'route="/", le="+Inf"}': "0+100x60",
         },
         onset_min=1,
@@ -119,9 +122,9 @@ CASES = [
     AlertCase(
         alert="InferenceOverloadShedding",
         series={
-            f'slipway_inference_requests_total{{{SERVER}, model="demo", route="/v1/predict", '
+            f'slipway_inference_requests_total{{{SERVER}, {PRODUCTION}, route="/v1/predict", '
             'code="2xx"}': "0+95x60",
-            f'slipway_inference_requests_total{{{SERVER}, model="demo", route="/v1/predict", '
+            f'slipway_inference_requests_total{{{SERVER}, {PRODUCTION}, route="/v1/predict", '
             'code="5xx"}': "0+5x60",
             f'slipway_inference_rejected_total{{{SERVER}, {POD}, model="demo", '
             'reason="queue_full"}': "0+5x60",
@@ -224,15 +227,20 @@ CASES = [
 HEALTHY_SERIES = {
     f"up{{{SERVER}, {POD}}}": "1x120",
     f'slipway_inference_ready{{{SERVER}, {POD}, model="demo"}}': "1x120",
-    f'slipway_inference_requests_total{{{SERVER}, model="demo", route="/v1/predict", '
+    f'slipway_inference_requests_total{{{SERVER}, {PRODUCTION}, route="/v1/predict", '
     'code="2xx"}': "0+100x120",
-    f'slipway_inference_requests_total{{{SERVER}, model="demo", route="/v1/predict", '
+    f'slipway_inference_requests_total{{{SERVER}, {PRODUCTION}, route="/v1/predict", '
     'code="4xx"}': "0+3x120",
     **{
-        f'slipway_inference_request_duration_seconds_bucket{{{SERVER}, model="demo", '
+        f'slipway_inference_request_duration_seconds_bucket{{{SERVER}, {PRODUCTION}, '
         f'route="/v1/predict", le="{le}"}}': f"0+{n}x120"
         for le, n in (("0.05", 90), ("0.1", 100), ("0.5", 100), ("+Inf", 100))
     },
+    # A healthy canary beside production: its own series, the same health.
+    f'slipway_inference_requests_total{{{SERVER}, {CANARY}, route="/v1/predict", code="2xx"}}':
+    "0+10x120",
+    f'slipway_inference_request_duration_seconds_bucket{{{SERVER}, {CANARY}, route="/v1/predict", '
+    'le="+Inf"}': "0+10x120",
     f'slipway_inference_rejected_total{{{SERVER}, {POD}, model="demo", reason="queue_full"}}':
     "0x120",
     f'slipway_inference_reloads_total{{{SERVER}, {POD}, model="demo", result="failure"}}': "0x120",

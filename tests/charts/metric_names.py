@@ -29,6 +29,9 @@ CONTRACT: dict[str, Kind] = {
     "slipway_inference_reloads_total": "counter",
     "slipway_inference_prediction_log_dropped_total": "counter",
     "slipway_inference_prediction_log_written_total": "counter",
+    "slipway_inference_canary_weight": "gauge",
+    "slipway_inference_shadow_requests_total": "counter",
+    "slipway_inference_shadow_confidence_delta": "histogram",
     "process_cpu_seconds_total": "counter",
     "process_resident_memory_bytes": "gauge",
     "slipway_drift_score": "gauge",
@@ -53,10 +56,14 @@ DCGM = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}
 DCGM_PANEL_PREFIX = "Requires the NVIDIA DCGM exporter"
 
 
+# Histograms with negative buckets expose no _sum (OpenMetrics; prometheus_client follows it).
+NO_SUM = {"slipway_inference_shadow_confidence_delta"}
+
+
 def series_names(name: str, kind: Kind) -> set[str]:
     """Names of the series a metric exposes in the Prometheus text format."""
     if kind == "histogram":
-        return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        return {f"{name}_bucket", f"{name}_count"} | (set() if name in NO_SUM else {f"{name}_sum"})
     return {name}
 
 
@@ -72,6 +79,8 @@ def service_series() -> frozenset[str]:
 
     inference = Metrics()
     inference.init_model("probe", ["a", "b"])
+    inference.init_shadow("probe")
+    inference.canary_weight.labels("probe").set(0)
     inference.set_model_info("probe", "1", "production", "resnet18", 1.0)
     names: set[str] = set()
     for registry in (inference.registry, DriftMetrics(psi_threshold=0.2).registry):

@@ -37,7 +37,8 @@ SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
 PROMETHEUS_RULE_API = "monitoring.coreos.com/v1/PrometheusRule"
 KEDA_API = "keda.sh/v1alpha1/ScaledObject"
 CUSTOM_METRICS_API = "custom.metrics.k8s.io/v1beta1"
-ADDON_APIS = (SERVICE_MONITOR_API, PROMETHEUS_RULE_API, KEDA_API, CUSTOM_METRICS_API)
+HTTPROUTE_API = "gateway.networking.k8s.io/v1/HTTPRoute"
+ADDON_APIS = (SERVICE_MONITOR_API, PROMETHEUS_RULE_API, KEDA_API, CUSTOM_METRICS_API, HTTPROUTE_API)
 
 
 def find_tool(name: str) -> str | None:

@@ -61,6 +61,7 @@ def pod_metric(docs: list[dict[str, Any]]) -> bool:
 def test_bare_cluster_scenario_asks_for_every_integration_and_declares_no_api() -> None:
     values = yaml.safe_load(BARE.read_text())
     assert all(values[key]["enabled"] is True for key in [*INTEGRATIONS, "dashboards"])
+    assert values["canary"]["gatewayAPI"]["enabled"] is True
     assert "autoscaling" not in values  # the custom metric stays on its default, auto
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     assert defaults["autoscaling"]["customMetric"]["enabled"] == "auto"
@@ -74,7 +75,9 @@ def test_bare_cluster_gets_only_built_in_objects(scenario: str, render_scenario)
     foreign = [f"{d['apiVersion']} {d['kind']}" for d in rendered.docs
                if group(d) not in BUILT_IN_GROUPS or crd_schema_path(d)]  # fmt: skip
     assert not foreign
-    assert not kinds(rendered.docs) & {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+    assert not kinds(rendered.docs) & {"ServiceMonitor", "PrometheusRule", "ScaledObject",
+                                       "HTTPRoute"}  # fmt: skip
+    assert len(rendered.of_kind("Deployment")) == 1  # no Gateway API canary
     hpa = rendered.one("HorizontalPodAutoscaler")
     assert [metric["type"] for metric in hpa["spec"]["metrics"]] == ["Resource"]
     assert "replicas" not in rendered.one("Deployment", FULLNAME)["spec"]  # the HPA owns it
@@ -89,7 +92,7 @@ def test_dashboards_are_configmaps_and_render_on_a_bare_cluster(render_scenario)
 
 def test_with_the_apis_served_every_integration_renders() -> None:
     docs = bare(ADDON_APIS)
-    assert {"ServiceMonitor", "PrometheusRule", "ScaledObject"} <= kinds(docs)
+    assert {"ServiceMonitor", "PrometheusRule", "ScaledObject", "HTTPRoute"} <= kinds(docs)
     assert "HorizontalPodAutoscaler" not in kinds(docs)  # KEDA owns the HPA
     assert "replicas" not in find(docs, "Deployment")["spec"]
     errors = [error for doc in docs if crd_schema_path(doc) for error in crd_errors(doc)]

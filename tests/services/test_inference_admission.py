@@ -54,7 +54,10 @@ def _call(app: Any, method: str, path: str) -> tuple[int, dict[bytes, bytes], bo
 def _stack(worker: InferenceWorker, metrics: Metrics) -> tuple[Any, _App]:
     inner = _App()
     admission = AdmissionMiddleware(inner, worker, default_model=MODEL, models={MODEL})
-    return ObservabilityMiddleware(admission, metrics, MODEL, {MODEL}), inner
+    observed = ObservabilityMiddleware(
+        admission, metrics, MODEL, {MODEL}, variant_of=lambda name: "production"
+    )
+    return observed, inner
 
 
 def _overloaded(metrics: Metrics) -> InferenceWorker:

@@ -14,6 +14,7 @@ was left out, what to install and the flag that renders it offline.
 {{- define "inference.api.prometheusRule" -}}monitoring.coreos.com/v1/PrometheusRule{{- end }}
 {{- define "inference.api.keda" -}}keda.sh/v1alpha1/ScaledObject{{- end }}
 {{- define "inference.api.customMetrics" -}}custom.metrics.k8s.io/v1beta1{{- end }}
+{{- define "inference.api.httpRoute" -}}gateway.networking.k8s.io/v1/HTTPRoute{{- end }}
 
 {{/* "true" when the ServiceMonitor renders: asked for and served. */}}
 {{- define "inference.serviceMonitor.enabled" -}}
@@ -23,6 +24,11 @@ was left out, what to install and the flag that renders it offline.
 {{/* "true" when the PrometheusRule renders: asked for and served. */}}
 {{- define "inference.prometheusRule.enabled" -}}
 {{- if and .Values.prometheusRule.enabled (.Capabilities.APIVersions.Has (include "inference.api.prometheusRule" .)) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the Gateway API canary (Deployment, Service, HTTPRoute) renders: asked for and served. */}}
+{{- define "inference.gatewayAPI.enabled" -}}
+{{- if and .Values.canary.gatewayAPI.enabled (.Capabilities.APIVersions.Has (include "inference.api.httpRoute" .)) }}true{{ end }}
 {{- end }}
 
 {{/* "true" when the KEDA ScaledObject renders: asked for and served. Otherwise the HPA scales. */}}
@@ -63,6 +69,9 @@ NOTES.txt lines for the integrations that were asked for (or, for the custom met
 {{- if and .Values.keda.enabled (not (include "inference.keda.enabled" .)) }}
 {{- $instead := ternary "the HPA scales the Deployment instead (autoscaling.*)" (printf "the Deployment keeps replicaCount (%v) replicas" .Values.replicaCount) .Values.autoscaling.enabled }}
 {{- $lines = append $lines (list "KEDA ScaledObject (keda.enabled)" (include "inference.api.keda" .) "KEDA (https://keda.sh)" $instead) }}
+{{- end }}
+{{- if and .Values.canary.gatewayAPI.enabled (not (include "inference.gatewayAPI.enabled" .)) }}
+{{- $lines = append $lines (list "Gateway API canary (canary.gatewayAPI.enabled: Deployment, Service and HTTPRoute)" (include "inference.api.httpRoute" .) "a Gateway API implementation with its CRDs (e.g. Envoy Gateway, Istio, NGINX Gateway Fabric)" "all traffic stays on the stable Deployment; canary.mode splits inside the pods without it") }}
 {{- end }}
 {{- if and (include "inference.hpa.enabled" .) (eq (toString .Values.autoscaling.customMetric.enabled) "auto") (not (include "inference.customMetrics.served" .)) }}
 {{- $lines = append $lines (list (printf "HPA metric %s (autoscaling.customMetric.enabled: auto)" .Values.autoscaling.customMetric.name) (include "inference.api.customMetrics" .) "prometheus-adapter with k8s/prometheus-adapter/values.yaml" "the HPA scales on CPU only") }}

@@ -48,6 +48,42 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: server
 {{- end }}
 
+{{/* The Gateway API canary: its Deployment and Service, and its pods' labels. */}}
+{{- define "inference.canary.fullname" -}}
+{{- printf "%s-canary" (include "inference.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "inference.canary.labels" -}}
+helm.sh/chart: {{ include "inference.chart" . }}
+{{ include "inference.canary.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: slipway
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "inference.canary.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "inference.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: canary
+{{- end }}
+
+{{/*
+Env of the canary pods over the ConfigMap's: the candidate as the staging model answering every
+default-route request (production stays loaded as the fallback while the candidate is not ready
+or its alias is gone), so its requests count under `<model>-staging`, variant `canary`.
+*/}}
+{{- define "inference.canary.env" -}}
+- name: SLIPWAY_STAGING_SOURCE
+  value: {{ required "staging.source is required when canary.gatewayAPI.enabled" .Values.staging.source | quote }}
+- name: SLIPWAY_CANARY_MODE
+  value: "canary"
+- name: SLIPWAY_CANARY_WEIGHT
+  value: "1"
+{{- end }}
+
 {{- define "inference.drift.labels" -}}
 helm.sh/chart: {{ include "inference.chart" . }}
 {{ include "inference.drift.selectorLabels" . }}

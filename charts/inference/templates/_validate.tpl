@@ -23,4 +23,13 @@ invalid combination fails `helm install` / `helm template` with a clear message.
 {{- if and (include "inference.hpa.enabled" .) (not (include "inference.customMetric.enabled" .)) (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage) }}
 {{- fail (printf "autoscaling needs a metric: set autoscaling.targetCPUUtilizationPercentage, or autoscaling.customMetric.enabled to true (it is %v; auto needs %s served)" .Values.autoscaling.customMetric.enabled (include "inference.api.customMetrics" .)) }}
 {{- end }}
+{{- if and (ne (toString .Values.canary.mode) "off") (not .Values.staging.enabled) }}
+{{- fail (printf "canary.mode %s needs staging.enabled: the candidate is the staging model" .Values.canary.mode) }}
+{{- end }}
+{{- if and .Values.canary.gatewayAPI.enabled (ne (toString .Values.canary.mode) "off") }}
+{{- fail "canary.gatewayAPI.enabled splits traffic between two Deployments; set canary.mode to off (or split inside the pods without the Gateway API)" }}
+{{- end }}
+{{- if and .Values.canary.gatewayAPI.enabled (not .Values.canary.gatewayAPI.parentRefs) }}
+{{- fail "canary.gatewayAPI.parentRefs must name the Gateway the HTTPRoute attaches to" }}
+{{- end }}
 {{- end }}
