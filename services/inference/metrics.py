@@ -15,12 +15,16 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from slipway.contract.reference import UNIT_EDGES
+
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
     0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-UNIT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# The reference's bin edges (upper ones), so the drift monitor reads the same bins from
+# Prometheus as from the prediction log.
+UNIT_BUCKETS = UNIT_EDGES[1:]
 GRPC_ROUTE = "grpc"  # the route label of gRPC ModelInfer calls
 KSERVE_PREDICT_ROUTE = "/v1/models/{name}:predict"
 PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, "/v2/models/{name}/infer", GRPC_ROUTE)
@@ -63,16 +67,22 @@ class Metrics:
             "Requests refused with 503 (queue_full, over_budget, draining, timeout).",
             ["model", "reason"], registry=r,
         )  # fmt: skip
+        # The drift inputs, per loaded version (see `set_drift_version`).
         self.confidence = Histogram(
             p + "prediction_confidence", "Top-1 probability of each prediction.",
-            ["model"], buckets=UNIT_BUCKETS, registry=r,
+            ["model", "version"], buckets=UNIT_BUCKETS, registry=r,
         )  # fmt: skip
         self.predictions = Counter(
-            p + "predictions_total", "Predictions by top-1 class.", ["model", "class"], registry=r
-        )
+            p + "predictions_total", "Predictions by top-1 class.",
+            ["model", "version", "class"], registry=r,
+        )  # fmt: skip
         self.brightness = Histogram(
             p + "input_brightness", "Mean gray level of each input image (0..1).",
-            ["model"], buckets=UNIT_BUCKETS, registry=r,
+            ["model", "version"], buckets=UNIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.contrast = Histogram(
+            p + "input_contrast", "Standard deviation of the gray levels of each input image.",
+            ["model", "version"], buckets=UNIT_BUCKETS, registry=r,
         )  # fmt: skip
         self.model_info = Gauge(
             p + "model_info", "1 for the loaded model version, with the backend and precision "
@@ -94,6 +104,7 @@ class Metrics:
             p + "prediction_log_written", "Prediction log records written.", registry=r
         )
         self._info_labels: dict[str, tuple[str, ...]] = {}
+        self._drift_series: dict[str, dict[str, list[str]]] = {}  # model -> version -> classes
 
     def init_model(self, model: str, classes: list[str]) -> None:
         """Create the label sets of one served model at 0, so rate() queries see a series."""
@@ -105,12 +116,8 @@ class Metrics:
             self.rejected.labels(model, reason)
         for result in ("success", "failure"):
             self.reloads.labels(model, result)
-        for name in classes:
-            self.predictions.labels(model, name)
         self.model_duration.labels(model)
         self.batch_size.labels(model)
-        self.confidence.labels(model)
-        self.brightness.labels(model)
         self.queue_depth.labels(model).set(0)
         self.in_flight.labels(model).set(0)
         self.ready.labels(model).set(0)
@@ -133,3 +140,37 @@ class Metrics:
         self.model_info.labels(*labels).set(1)
         self._info_labels[model] = labels
         self.model_created.labels(model).set(created)
+
+    def set_drift_version(self, model: str, version: str, classes: list[str]) -> None:
+        """Create the drift series of the version `model` now serves at 0 (so `increase()`
+        counts its first requests) and remove those of its earlier versions: the `version`
+        label only ever holds what is loaded."""
+        seen = self._drift_series.setdefault(model, {})
+        for old, old_classes in list(seen.items()):
+            if old == version:
+                continue
+            for histogram in (self.confidence, self.brightness, self.contrast):
+                histogram.remove(model, old)
+            for name in old_classes:
+                self.predictions.remove(model, old, name)
+            del seen[old]
+        for histogram in (self.confidence, self.brightness, self.contrast):
+            histogram.labels(model, version)
+        for name in classes:
+            self.predictions.labels(model, version, name)
+        seen[version] = list(classes)
+
+    def observe_prediction(
+        self,
+        model: str,
+        version: str,
+        top_class: str,
+        confidence: float,
+        image: tuple[float, float],
+    ) -> None:
+        """The drift inputs of one prediction: confidence, class, brightness and contrast."""
+        self.confidence.labels(model, version).observe(confidence)
+        self.predictions.labels(model, version, top_class).inc()
+        brightness, contrast = image
+        self.brightness.labels(model, version).observe(brightness)
+        self.contrast.labels(model, version).observe(contrast)

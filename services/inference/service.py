@@ -200,9 +200,9 @@ class InferenceService:
             top = int(np.argmax(pred.probs))
             confidence = float(pred.probs[top])
             top_class = model.classes[top]
-            m.confidence.labels(name).observe(confidence)
-            m.predictions.labels(name, top_class).inc()
-            m.brightness.labels(name).observe(item.brightness)
+            m.observe_prediction(
+                name, model.version, top_class, confidence, (item.brightness, item.contrast)
+            )
             if self.predlog:
                 self.predlog.write(
                     {
