@@ -92,7 +92,8 @@ class Evaluation:
 
 
 def parse_record(line: str, classes: list[str]) -> Record | None:
-    """(brightness, contrast, predicted class, confidence, version) of one log line, or None."""
+    """(brightness, contrast, predicted class, confidence, version, model) of one log line, or
+    None."""
     try:
         record = json.loads(line)
         top = record["top_class"]
@@ -104,6 +105,7 @@ def parse_record(line: str, classes: list[str]) -> Record | None:
             str(top),
             float(record["confidence"]),
             str(record.get("version", "")),
+            str(record.get("model", "")),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -161,9 +163,12 @@ class DriftMonitor:
         return float(sum(counts)) or float(self.reference.get("n", 1000))
 
     def log_window(self) -> Window:
-        """The log window's records of the newest version (the one that wrote the last record)."""
-        version = self.window[-1][4] if self.window else ""
-        records = [record for record in self.window if record[4] == version]
+        """The log window's records of the judged model (`model_name`; empty: every model) and
+        of its newest version (the one that wrote the last record)."""
+        model = self.settings.model_name
+        records = [r for r in self.window if not model or r[5] == model]
+        version = records[-1][4] if records else ""
+        records = [r for r in records if r[4] == version]
         return from_records(records, self.reference, version)
 
     def poll(self) -> int:

@@ -15,8 +15,9 @@ import numpy as np
 from services.drift import stats
 
 NUMERIC = ("brightness", "contrast", "confidence")
-# One record of the log: brightness, contrast, predicted class, confidence, model version.
-Record = tuple[float, float, str, float, str]
+# One record of the log: brightness, contrast, predicted class, confidence, model version,
+# served model name.
+Record = tuple[float, float, str, float, str, str]
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""`slipway rollout` against a live Prometheus scraping a real service with a staging candidate.
+"""`slipway rollout` and the drift monitor's Prometheus source against a live Prometheus scraping
+a real service with a staging candidate.
 
 MLflow (SQLite) holds `tiny` v1 (production) and v2 (staging); the service serves both, as
 `tiny` and `tiny-staging`, following the aliases. Traffic is sent to each by name. A good
 candidate is promoted; the next candidate, whose requests fail (the service's fault injection,
-limited to the staging model), is rolled back.
+limited to the staging model), is rolled back. Then drift computed from Prometheus equals
+drift computed from the prediction log on the same traffic.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import httpx
 import pytest
 import yaml
 
+from services.drift.monitor import DriftMonitor
+from services.drift.reference import resolve_reference
+from services.drift.settings import Settings as DriftSettings
 from slipway.loadtest import LoadReport, endpoint, run_load
 from slipway.prometheus import PrometheusClient, PrometheusError
 from slipway.registry.client import PRODUCTION, STAGING, Registry
@@ -43,6 +48,7 @@ class Live:
     tracking_uri: str
     traffic: Traffic
     model: Path
+    prediction_log: Path
 
     def send(self, model: str, count: int) -> LoadReport:
         payloads = self.traffic.normal[:count]
@@ -142,6 +148,7 @@ def live(
             tracking_uri=uri,
             traffic=Traffic(demo_data, inference.url),
             model=trained_model,
+            prediction_log=work / "predictions" / "inference-0.jsonl",
         )
         wait_for(
             "the candidate v2 to be served and scraped", lambda: live.served_version() == "2", 60
@@ -225,3 +232,61 @@ def test_a_failing_candidate_is_rolled_back_and_tagged_rejected(live: Live) -> N
     assert tags["slipway.rollout"] == "rejected"
     assert tags["slipway.rollout.reason"].startswith("error ratio")
     assert live.rollout()["action"] == "none"  # no candidate left to judge
+
+
+def test_drift_from_prometheus_equals_drift_from_the_log(live: Live, trained_model: Path) -> None:
+    """The same traffic judged from the prediction log and from the live Prometheus."""
+    normal = live.send(NAME, 60)
+    shifted = asyncio.run(
+        run_load(
+            endpoint(live.inference, "oip-binary", NAME),
+            live.traffic.shifted[:40],
+            concurrency=4,
+            duration_s=60.0,
+            max_requests=40,
+            kind="oip-binary",
+            model=NAME,
+        )
+    )
+    assert normal.ok == 60 and shifted.ok == 40
+    version = live.served_version(NAME)
+    log_path = live.prediction_log
+
+    def logged() -> int:
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        records = [json.loads(line) for line in lines]
+        return sum(1 for r in records if (r["model"], r["version"]) == (NAME, version))
+
+    count = (
+        f'sum(slipway_inference_prediction_confidence_count{{model="{NAME}",version="{version}"}})'
+    )
+    wait_for(
+        "the log and Prometheus to hold every prediction",
+        lambda: logged() >= 100 and live.seen(count) == logged(),
+        30,
+    )
+    reference = resolve_reference(str(trained_model))
+    common = {"model_name": NAME, "min_records": 50, "reference": str(trained_model)}
+    from_log = DriftMonitor(
+        reference, DriftSettings(source="log", prediction_log_path=log_path, **common)
+    ).run_once()
+    from_prometheus = DriftMonitor(
+        reference,
+        DriftSettings(
+            source="prometheus",
+            prometheus_url=live.prometheus.url,
+            prometheus_range="10m",
+            **common,
+        ),
+    ).run_once()
+    assert from_log.version == from_prometheus.version == version
+    assert from_log.window_size == from_prometheus.window_size == logged()
+    assert from_log.judged and from_log.features["brightness"].detected  # inverted images
+    for name, expected in from_log.features.items():
+        got = from_prometheus.features[name]
+        assert got.detected == expected.detected, name
+        assert got.score == pytest.approx(expected.score, rel=1e-3, abs=1e-4), name
+        if expected.pvalue is not None:
+            assert got.pvalue == pytest.approx(expected.pvalue, rel=1e-3, abs=1e-9), name
+        if expected.current_mean is not None:
+            assert got.current_mean == pytest.approx(expected.current_mean, abs=1e-5), name
