@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.drift.monitor import DriftMonitor, Evaluation
+from services.drift.settings import Settings
 from services.drift.window import NUMERIC, Window
 
 WIDTH, HEIGHT = 560, 260
@@ -122,6 +123,12 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
 
 
+def _source(s: Settings) -> str:
+    if s.source == "prometheus":
+        return f"Prometheus {s.prometheus_url}, the last {s.prometheus_range}"
+    return f"prediction log {s.prediction_log_path}, the newest {s.window} records"
+
+
 def render_report(monitor: DriftMonitor, evaluation: Evaluation, source: str = "") -> str:
     """The whole page as one HTML string."""
     rows = []
@@ -157,9 +164,9 @@ figure {{ display: inline-block; margin: 8px; border: 1px solid #eee; }}
 </style></head><body>
 <h1>Drift report: {html.escape(verdict)}</h1>
 <p>Reference: {html.escape(source or s.reference)}<br>
-Prediction log: {html.escape(str(s.prediction_log_path))}<br>
-Window: {evaluation.window_size} record(s) (at most {s.window}, judged from {s.min_records});
-evaluated {when}.<br>
+Window source: {html.escape(_source(s))}<br>
+Window: {evaluation.window_size} record(s) of version {html.escape(evaluation.version or "-")}
+(judged from {s.min_records}); evaluated {when}.<br>
 Thresholds: PSI &gt; {s.psi_threshold}, KS p-value &lt; {s.ks_pvalue},
 mean confidence drop &gt; {s.confidence_drop}.</p>
 <table><tr><th>feature</th><th>PSI</th><th>KS p-value</th><th>PSI threshold</th>

@@ -10,8 +10,8 @@ from slipway.config.experiment import load_experiment
 from slipway.config.promotion import PromotionPolicy
 from slipway.config.rollout import RolloutCriteria
 from slipway.errors import ConfigError
-from slipway.prometheus import PrometheusClient, PrometheusError
 from slipway.procs import free_port
+from slipway.prometheus import PrometheusClient, PrometheusError
 from slipway.rollout.decision import Limits, decide
 from slipway.rollout.measure import Measurement, Queries
 
@@ -102,7 +102,7 @@ def test_the_latency_bar_defaults_to_the_promotion_slo_and_can_be_set() -> None:
 
 
 def test_the_window_must_be_a_prometheus_duration() -> None:
-    with pytest.raises(ConfigError, match="rollout.window"):
+    with pytest.raises(ConfigError, match=r"rollout\.window"):
         load_experiment(overrides=["rollout.window=ten minutes"])
 
 
