@@ -13,6 +13,7 @@ from slipway.errors import ConfigError
 from slipway.procs import free_port
 from slipway.prometheus import PrometheusClient, PrometheusError
 from slipway.rollout.decision import Limits, decide
+from slipway.rollout.events import record_event
 from slipway.rollout.measure import Measurement, Queries
 
 LIMITS = Limits(
@@ -121,3 +122,15 @@ def test_an_unreachable_prometheus_is_one_clear_error() -> None:
         PrometheusClient(url, timeout_s=2).query("up")
     with pytest.raises(PrometheusError, match="must start with http"):
         PrometheusClient("prometheus:9090")
+
+
+def test_outside_a_cluster_the_event_is_skipped_and_says_so(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    decision = decide("3", GOOD, LIMITS)
+    with caplog.at_level("INFO", logger="slipway.rollout.events"):
+        assert record_event("fashion", decision, pod="rollout-abc") is False
+    assert "not running in a cluster" in caplog.text
+    # A wait is not an event at all.
+    assert record_event("fashion", decide("3", measured(requests=1), LIMITS), pod="x") is False
