@@ -6,6 +6,8 @@ served model name, route template, status class, version, reason: never ids or f
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -104,7 +106,7 @@ class Metrics:
             p + "prediction_log_written", "Prediction log records written.", registry=r
         )
         self._info_labels: dict[str, tuple[str, ...]] = {}
-        self._drift_series: dict[str, dict[str, list[str]]] = {}  # model -> version -> classes
+        self._drift_children: dict[tuple[str, str], tuple[Any, Any, Any, dict[str, Any]]] = {}
 
     def init_model(self, model: str, classes: list[str]) -> None:
         """Create the label sets of one served model at 0, so rate() queries see a series."""
@@ -144,21 +146,17 @@ class Metrics:
     def set_drift_version(self, model: str, version: str, classes: list[str]) -> None:
         """Create the drift series of the version `model` now serves at 0 (so `increase()`
         counts its first requests) and remove those of its earlier versions: the `version`
-        label only ever holds what is loaded."""
-        seen = self._drift_series.setdefault(model, {})
-        for old, old_classes in list(seen.items()):
-            if old == version:
-                continue
+        label only ever holds what is loaded (and what requests still in flight answered)."""
+        for key in [k for k in self._drift_children if k[0] == model and k[1] != version]:
+            *_, counters = self._drift_children.pop(key)
             for histogram in (self.confidence, self.brightness, self.contrast):
-                histogram.remove(model, old)
-            for name in old_classes:
-                self.predictions.remove(model, old, name)
-            del seen[old]
-        for histogram in (self.confidence, self.brightness, self.contrast):
-            histogram.labels(model, version)
+                histogram.remove(*key)
+            for name in counters:
+                self.predictions.remove(*key, name)
+        children = self._drift_children.get((model, version)) or self._children(model, version)
         for name in classes:
-            self.predictions.labels(model, version, name)
-        seen[version] = list(classes)
+            if name not in children[3]:
+                children[3][name] = self.predictions.labels(model, version, name)
 
     def observe_prediction(
         self,
@@ -169,8 +167,25 @@ class Metrics:
         image: tuple[float, float],
     ) -> None:
         """The drift inputs of one prediction: confidence, class, brightness and contrast."""
-        self.confidence.labels(model, version).observe(confidence)
-        self.predictions.labels(model, version, top_class).inc()
-        brightness, contrast = image
-        self.brightness.labels(model, version).observe(brightness)
-        self.contrast.labels(model, version).observe(contrast)
+        children = self._drift_children.get((model, version))
+        if children is None:  # a request of a version that is no longer loaded
+            children = self._children(model, version)
+        confidence_child, brightness_child, contrast_child, classes = children
+        confidence_child.observe(confidence)
+        counter = classes.get(top_class)
+        if counter is None:
+            counter = classes[top_class] = self.predictions.labels(model, version, top_class)
+        counter.inc()
+        brightness_child.observe(image[0])
+        contrast_child.observe(image[1])
+
+    def _children(self, model: str, version: str) -> tuple[Any, Any, Any, dict[str, Any]]:
+        """The label children of one version, looked up once (a request then only observes)."""
+        children = (
+            self.confidence.labels(model, version),
+            self.brightness.labels(model, version),
+            self.contrast.labels(model, version),
+            {},
+        )
+        self._drift_children[(model, version)] = children
+        return children

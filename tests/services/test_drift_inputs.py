@@ -50,3 +50,13 @@ def test_cumulative_buckets_become_the_same_counts_as_binning_the_values() -> No
 def test_buckets_that_are_not_the_reference_bins_are_refused() -> None:
     with pytest.raises(SourceError, match="not the reference's bin edges"):
         bins({"0.5": 1.0, "1.0": 2.0, "+Inf": 2.0}, list(UNIT_EDGES), "x")
+
+
+def test_a_late_answer_of_an_unloaded_version_is_removed_at_the_next_swap() -> None:
+    metrics = Metrics()
+    metrics.set_drift_version("fashion", "2", ["bag"])
+    metrics.observe_prediction("fashion", "1", "bag", 0.5, (0.1, 0.1))  # still in flight
+    assert 'version="1"' in generate_latest(metrics.registry).decode()
+    metrics.set_drift_version("fashion", "3", ["bag"])
+    text = generate_latest(metrics.registry).decode()
+    assert 'version="1"' not in text and 'version="2"' not in text
