@@ -1,4 +1,10 @@
-"""The drift monitor: a sliding window over the prediction log, judged against the reference.
+"""The drift monitor: a window of served traffic, judged against the reference.
+
+The window comes from the prediction log (`source=log`: the newest records, one sliding
+window) or from Prometheus (`source=prometheus`: the service's histograms over a time range,
+`services.drift.source`). Either way it holds one model version only, the newest, so a
+promotion never mixes versions in one verdict, and it is counted over the reference's bins
+(`services.drift.window`), so both sources give the same numbers.
 
 Per feature it reports one score (PSI) and a decision:
 - brightness, contrast: drift if PSI > psi_threshold or the KS p-value < ks_pvalue;
@@ -27,11 +33,12 @@ from services.drift import stats
 from services.drift.logreader import Position, RotatingLogReader
 from services.drift.reference import resolve_reference
 from services.drift.settings import Settings
+from services.drift.source import PrometheusSource
+from services.drift.window import NUMERIC, Record, Window, from_records
 
 log = logging.getLogger(__name__)
 
 FEATURES = ("brightness", "contrast", "predicted_class", "confidence")
-NUMERIC = ("brightness", "contrast", "confidence")
 KS_FEATURES = ("brightness", "contrast")
 
 
@@ -55,6 +62,7 @@ class Evaluation:
     window_size: int
     min_records: int
     features: dict[str, FeatureResult] = field(default_factory=dict)
+    version: str = ""
 
     @property
     def judged(self) -> bool:
@@ -71,6 +79,7 @@ class Evaluation:
 
         return {
             "timestamp": self.timestamp,
+            "version": self.version,
             "window_size": self.window_size,
             "min_records": self.min_records,
             "judged": self.judged,
@@ -82,8 +91,9 @@ class Evaluation:
         }
 
 
-def parse_record(line: str, classes: list[str]) -> tuple[float, float, str, float] | None:
-    """(brightness, contrast, predicted class, confidence) of one log line, or None."""
+def parse_record(line: str, classes: list[str]) -> Record | None:
+    """(brightness, contrast, predicted class, confidence, version, model) of one log line, or
+    None."""
     try:
         record = json.loads(line)
         top = record["top_class"]
@@ -94,6 +104,8 @@ def parse_record(line: str, classes: list[str]) -> tuple[float, float, str, floa
             float(record["contrast"]),
             str(top),
             float(record["confidence"]),
+            str(record.get("version", "")),
+            str(record.get("model", "")),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -126,12 +138,13 @@ class DriftMonitor:
     def __init__(self, reference: dict[str, Any], settings: Settings) -> None:
         self.settings = settings
         self.set_reference(reference)
-        self.window: deque[tuple[float, float, str, float]] = deque(maxlen=settings.window)
+        self.window: deque[Record] = deque(maxlen=settings.window)
         self.readers: dict[str, RotatingLogReader] = {}
         self._saved: dict[str, Position] = {}
         self.records_read = 0
         self.invalid = 0
         self.last: Evaluation | None = None
+        self.last_window: Window | None = None
         self._load_state()
 
     @classmethod
@@ -144,21 +157,19 @@ class DriftMonitor:
         self.reference = reference
         self.classes = list(reference.get("classes") or reference["predicted_class_frequencies"])
 
-    def reference_values(self, feature: str) -> np.ndarray:
-        """Raw reference sample of a numeric feature (empty if the reference kept none)."""
-        return np.asarray(self.reference[feature].get("values", []), dtype=np.float64)
-
     def reference_size(self, feature: str) -> float:
         """How many samples the reference statistics of a feature were computed on."""
         counts = self.reference.get(feature, {}).get("counts") or []
         return float(sum(counts)) or float(self.reference.get("n", 1000))
 
-    def current_values(self, feature: str) -> np.ndarray:
-        column = {"brightness": 0, "contrast": 1, "confidence": 3}[feature]
-        return np.array([record[column] for record in self.window], dtype=np.float64)
-
-    def current_classes(self) -> list[str]:
-        return [record[2] for record in self.window]
+    def log_window(self) -> Window:
+        """The log window's records of the judged model (`model_name`; empty: every model) and
+        of its newest version (the one that wrote the last record)."""
+        model = self.settings.model_name
+        records = [r for r in self.window if not model or r[5] == model]
+        version = records[-1][4] if records else ""
+        records = [r for r in records if r[4] == version]
+        return from_records(records, self.reference, version)
 
     def poll(self) -> int:
         """Read what the service logged since the last poll; returns the number of records."""
@@ -190,49 +201,53 @@ class DriftMonitor:
                 self.readers[path] = RotatingLogReader(path, self._saved.get(path))
         return [self.readers[path] for path in sorted(self.readers)]
 
-    def evaluate(self, now: float | None = None) -> Evaluation:
-        """Judge the current window against the reference."""
+    def evaluate(self, window: Window | None = None, now: float | None = None) -> Evaluation:
+        """Judge a window (default: the log window) against the reference."""
         s = self.settings
-        result = Evaluation(time.time() if now is None else now, len(self.window), s.min_records)
+        window = self.log_window() if window is None else window
+        size = round(window.size)
+        result = Evaluation(
+            time.time() if now is None else now, size, s.min_records, version=window.version
+        )
         for feature in FEATURES:
             result.features[feature] = FeatureResult(threshold=s.psi_threshold)
         if result.judged:
             for feature in NUMERIC:
-                result.features[feature] = self._numeric(feature)
+                result.features[feature] = self._numeric(feature, window)
             score = stats.categorical_psi(
                 self.reference["predicted_class_frequencies"],
-                self.current_classes(),
+                window.classes,
                 self.reference_size("confidence"),
             )
             result.features["predicted_class"] = FeatureResult(
                 score=score, threshold=s.psi_threshold, detected=score > s.psi_threshold
             )
-        self.last = result
+        self.last, self.last_window = result, window
         return result
 
-    def _numeric(self, feature: str) -> FeatureResult:
+    def _numeric(self, feature: str, window: Window) -> FeatureResult:
         s = self.settings
-        reference = self.reference_values(feature)
-        current = self.current_values(feature)
         stored = self.reference[feature]
-        if len(reference):
-            score = stats.continuous_psi(reference, current)
-        else:
-            score = stats.histogram_psi(stored["edges"], stored["counts"], current)
-        ref_mean = float(stored.get("mean", reference.mean() if len(reference) else math.nan))
-        cur_mean = float(current.mean())
+        reference = np.asarray(stored["counts"], dtype=np.float64)
+        current = window.counts[feature]
+        score = stats.psi(reference, current)
+        ref_mean = float(stored.get("mean", math.nan))
+        cur_mean = window.mean(feature)
         out = FeatureResult(
             score, s.psi_threshold, score > s.psi_threshold, None, ref_mean, cur_mean
         )
-        if feature in KS_FEATURES and len(reference):
-            out.pvalue = stats.ks_pvalue(reference, current)
+        if feature in KS_FEATURES:
+            out.pvalue = stats.binned_ks_pvalue(reference, current)
             out.detected = out.detected or out.pvalue < s.ks_pvalue
         if feature == "confidence":
             out.detected = out.detected or (ref_mean - cur_mean) > s.confidence_drop
         return out
 
     def run_once(self) -> Evaluation:
-        """Poll, evaluate and checkpoint: one cycle of the service's loop."""
+        """One cycle of the service's loop: from the log, poll, evaluate and checkpoint; from
+        Prometheus, read the window and evaluate."""
+        if self.settings.source == "prometheus":
+            return self.evaluate(PrometheusSource(self.settings).window(self.reference))
         self.poll()
         evaluation = self.evaluate()
         self.save_state()
@@ -268,7 +283,11 @@ class DriftMonitor:
                 for path, position in state.get("positions", {}).items()
             }
             self.records_read = int(state.get("records_read", 0))
-            self.window.extend(tuple(record) for record in state.get("window", []))
+            # Records saved before versions were kept belong to an unknown version ("").
+            self.window.extend(
+                (*record, "")[:5]
+                for record in state.get("window", [])  # type: ignore[misc]
+            )
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable state file %s: %s", path, exc)
             return

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.drift.monitor import NUMERIC, DriftMonitor, Evaluation
+from services.drift.monitor import DriftMonitor, Evaluation
+from services.drift.settings import Settings
+from services.drift.window import NUMERIC, Window
 
 WIDTH, HEIGHT = 560, 260
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 56
@@ -99,30 +101,32 @@ def _shares(counts: np.ndarray) -> np.ndarray:
     return counts / max(float(counts.sum()), 1.0)
 
 
-def feature_svg(monitor: DriftMonitor, feature: str) -> str:
-    """Histogram of one feature, reference vs current window."""
+def feature_svg(monitor: DriftMonitor, feature: str, window: Window) -> str:
+    """Histogram of one feature, reference vs the judged window."""
     if feature in NUMERIC:
         stored = monitor.reference[feature]
         edges = np.asarray(stored["edges"], dtype=np.float64)
         reference = _shares(np.asarray(stored["counts"], dtype=np.float64))
-        current_counts, _ = np.histogram(
-            np.clip(monitor.current_values(feature), edges[0], edges[-1]), bins=edges
-        )
-        current = _shares(current_counts.astype(np.float64))
+        current = _shares(window.counts[feature])
         labels = [f"{edge:.2f}" for edge in edges[:-1]]
         return _bars_svg(f"{feature}: share per bin", labels, reference, current, tick_every=2)
     frequencies = monitor.reference["predicted_class_frequencies"]
     names = list(frequencies)
     reference = np.array([frequencies[n] for n in names], dtype=np.float64)
-    seen = monitor.current_classes()
-    current = _shares(np.array([seen.count(n) for n in names], dtype=np.float64))
-    return _bars_svg("predicted class: share", names, _shares(reference), current)
+    seen = np.array([window.classes.get(n, 0.0) for n in names], dtype=np.float64)
+    return _bars_svg("predicted class: share", names, _shares(reference), _shares(seen))
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+
+
+def _source(s: Settings) -> str:
+    if s.source == "prometheus":
+        return f"Prometheus {s.prometheus_url}, the last {s.prometheus_range}"
+    return f"prediction log {s.prediction_log_path}, the newest {s.window} records"
 
 
 def render_report(monitor: DriftMonitor, evaluation: Evaluation, source: str = "") -> str:
@@ -143,8 +147,9 @@ def render_report(monitor: DriftMonitor, evaluation: Evaluation, source: str = "
         if not evaluation.judged
         else ("drift detected" if evaluation.drift else "no drift")
     )
+    window = monitor.last_window or monitor.log_window()
     plots = "".join(
-        f"<figure>{feature_svg(monitor, feature)}</figure>"
+        f"<figure>{feature_svg(monitor, feature, window)}</figure>"
         for feature in ("brightness", "contrast", "confidence", "predicted_class")
     )
     s = monitor.settings
@@ -159,9 +164,9 @@ figure {{ display: inline-block; margin: 8px; border: 1px solid #eee; }}
 </style></head><body>
 <h1>Drift report: {html.escape(verdict)}</h1>
 <p>Reference: {html.escape(source or s.reference)}<br>
-Prediction log: {html.escape(str(s.prediction_log_path))}<br>
-Window: {evaluation.window_size} record(s) (at most {s.window}, judged from {s.min_records});
-evaluated {when}.<br>
+Window source: {html.escape(_source(s))}<br>
+Window: {evaluation.window_size} record(s) of version {html.escape(evaluation.version or "-")}
+(judged from {s.min_records}); evaluated {when}.<br>
 Thresholds: PSI &gt; {s.psi_threshold}, KS p-value &lt; {s.ks_pvalue},
 mean confidence drop &gt; {s.confidence_drop}.</p>
 <table><tr><th>feature</th><th>PSI</th><th>KS p-value</th><th>PSI threshold</th>

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.environment import check_model_ref
@@ -15,6 +16,28 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SLIPWAY_DRIFT_", extra="ignore")
 
+    source: Literal["log", "prometheus"] = Field(
+        "log",
+        description="Where the window comes from: `log` (the prediction log, shared by the "
+        "pods on a volume) or `prometheus` (the pods' drift histograms; no shared volume).",
+    )
+    prometheus_url: str = Field(
+        "http://127.0.0.1:9090", description="Prometheus base URL (source `prometheus`)."
+    )
+    prometheus_range: str = Field(
+        "1h",
+        pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$",
+        description="PromQL range of the window (source `prometheus`), e.g. 15m, 1h.",
+    )
+    prometheus_selector: str = Field(
+        "",
+        description='Extra PromQL label matchers (source `prometheus`), e.g. namespace="prod".',
+    )
+    model_name: str = Field(
+        "",
+        description="Served model name whose traffic is judged (the `model` label; needed by "
+        "source `prometheus`).",
+    )
     prediction_log_path: Path = Field(
         Path("predictions.jsonl"),
         description="The service's JSONL prediction log, or a glob matching one log per replica.",
@@ -32,7 +55,9 @@ class Settings(BaseSettings):
         description="Seconds between re-reading a reference that can move (an alias, "
         "`models:/<name>`, an object-store URI); 0 = never. A pinned version is read once.",
     )
-    window: int = Field(1000, ge=1, description="Sliding window of the newest records.")
+    window: int = Field(
+        1000, ge=1, description="Sliding window of the newest log records (source `log`)."
+    )
     min_records: int = Field(100, ge=1, description="Records needed before drift is judged.")
     interval_s: float = Field(30.0, gt=0, description="Seconds between evaluations.")
     psi_threshold: float = Field(0.2, gt=0, description="PSI above this is drift.")
@@ -63,3 +88,9 @@ class Settings(BaseSettings):
         if value:
             check_model_ref(value)
         return value
+
+    @model_validator(mode="after")
+    def _prometheus_needs_a_model(self) -> Settings:
+        if self.source == "prometheus" and not self.model_name:
+            raise ValueError("source prometheus needs SLIPWAY_DRIFT_MODEL_NAME (the served name)")
+        return self

@@ -46,15 +46,19 @@ class Prediction:
 
 @dataclass
 class Fault:
-    """Injected failure for alert tests and chaos drills: `error` raises, `slow` stalls."""
+    """Injected failure for alert tests and chaos drills: `error` raises, `slow` stalls;
+    `model` limits it to one served model (e.g. the staging candidate), empty: all of them."""
 
     mode: str = "off"
     seconds: float = 0.0
     until: float = 0.0
+    model: str = ""
 
-    def current(self) -> str:
+    def current(self, model: str | None = None) -> str:
         if self.mode != "off" and self.until and time.time() > self.until:
-            self.mode, self.seconds, self.until = "off", 0.0, 0.0
+            self.mode, self.seconds, self.until, self.model = "off", 0.0, 0.0, ""
+        if model is not None and self.model and model != self.model:
+            return "off"
         return self.mode
 
 
@@ -324,7 +328,7 @@ class InferenceWorker:
                 items = [i for i in items if i.array.shape == shape]
                 done = [(i.future, None, error) for i in stale]
                 return done + (self._forward(items) if items else [])
-            mode = self.fault.current()
+            mode = self.fault.current(slot.name)
             if mode == "error":
                 raise RuntimeError("injected fault")
             if mode == "slow":

@@ -6,6 +6,8 @@ served model name, route template, status class, version, reason: never ids or f
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,12 +17,16 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from slipway.contract.reference import UNIT_EDGES
+
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
     0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-UNIT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# The reference's bin edges (upper ones), so the drift monitor reads the same bins from
+# Prometheus as from the prediction log.
+UNIT_BUCKETS = UNIT_EDGES[1:]
 GRPC_ROUTE = "grpc"  # the route label of gRPC ModelInfer calls
 KSERVE_PREDICT_ROUTE = "/v1/models/{name}:predict"
 OIP_INFER_ROUTE = "/v2/models/{name}/infer"
@@ -81,16 +87,22 @@ class Metrics:
             "Requests refused with 503 (queue_full, over_budget, draining, timeout).",
             ["model", "reason"], registry=r,
         )  # fmt: skip
+        # The drift inputs, per loaded version (see `set_drift_version`).
         self.confidence = Histogram(
             p + "prediction_confidence", "Top-1 probability of each prediction.",
-            ["model"], buckets=UNIT_BUCKETS, registry=r,
+            ["model", "version"], buckets=UNIT_BUCKETS, registry=r,
         )  # fmt: skip
         self.predictions = Counter(
-            p + "predictions_total", "Predictions by top-1 class.", ["model", "class"], registry=r
-        )
+            p + "predictions_total", "Predictions by top-1 class.",
+            ["model", "version", "class"], registry=r,
+        )  # fmt: skip
         self.brightness = Histogram(
             p + "input_brightness", "Mean gray level of each input image (0..1).",
-            ["model"], buckets=UNIT_BUCKETS, registry=r,
+            ["model", "version"], buckets=UNIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.contrast = Histogram(
+            p + "input_contrast", "Standard deviation of the gray levels of each input image.",
+            ["model", "version"], buckets=UNIT_BUCKETS, registry=r,
         )  # fmt: skip
         self.model_info = Gauge(
             p + "model_info", "1 for the loaded model version, with the backend and precision "
@@ -112,6 +124,7 @@ class Metrics:
             p + "prediction_log_written", "Prediction log records written.", registry=r
         )
         self._info_labels: dict[str, tuple[str, ...]] = {}
+        self._drift_children: dict[tuple[str, str], tuple[Any, Any, Any, dict[str, Any]]] = {}
 
     def init_model(self, model: str, classes: list[str], variant: str = PRODUCTION) -> None:
         """Create the label sets of one served model at 0, so rate() queries see a series."""
@@ -123,12 +136,8 @@ class Metrics:
             self.rejected.labels(model, reason)
         for result in ("success", "failure"):
             self.reloads.labels(model, result)
-        for name in classes:
-            self.predictions.labels(model, name)
         self.model_duration.labels(model)
         self.batch_size.labels(model)
-        self.confidence.labels(model)
-        self.brightness.labels(model)
         self.queue_depth.labels(model).set(0)
         self.in_flight.labels(model).set(0)
         self.ready.labels(model).set(0)
@@ -157,3 +166,50 @@ class Metrics:
         self.model_info.labels(*labels).set(1)
         self._info_labels[model] = labels
         self.model_created.labels(model).set(created)
+
+    def set_drift_version(self, model: str, version: str, classes: list[str]) -> None:
+        """Create the drift series of the version `model` now serves at 0 (so `increase()`
+        counts its first requests) and remove those of its earlier versions: the `version`
+        label only ever holds what is loaded (and what requests still in flight answered)."""
+        for key in [k for k in self._drift_children if k[0] == model and k[1] != version]:
+            *_, counters = self._drift_children.pop(key)
+            for histogram in (self.confidence, self.brightness, self.contrast):
+                histogram.remove(*key)
+            for name in counters:
+                self.predictions.remove(*key, name)
+        children = self._drift_children.get((model, version)) or self._children(model, version)
+        for name in classes:
+            if name not in children[3]:
+                children[3][name] = self.predictions.labels(model, version, name)
+
+    def observe_prediction(
+        self,
+        model: str,
+        version: str,
+        top_class: str,
+        confidence: float,
+        image: tuple[float, float],
+    ) -> None:
+        """The drift inputs of one prediction: confidence, class, brightness and contrast."""
+        children = self._drift_children.get((model, version))
+        if children is None:  # a request of a version that is no longer loaded
+            children = self._children(model, version)
+        confidence_child, brightness_child, contrast_child, classes = children
+        confidence_child.observe(confidence)
+        counter = classes.get(top_class)
+        if counter is None:
+            counter = classes[top_class] = self.predictions.labels(model, version, top_class)
+        counter.inc()
+        brightness_child.observe(image[0])
+        contrast_child.observe(image[1])
+
+    def _children(self, model: str, version: str) -> tuple[Any, Any, Any, dict[str, Any]]:
+        """The label children of one version, looked up once (a request then only observes)."""
+        children = (
+            self.confidence.labels(model, version),
+            self.brightness.labels(model, version),
+            self.contrast.labels(model, version),
+            {},
+        )
+        self._drift_children[(model, version)] = children
+        return children

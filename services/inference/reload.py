@@ -54,8 +54,7 @@ class Loader:
             model.backend.name, model.backend.precision,
         )  # fmt: skip
         self.metrics.ready.labels(slot.name).set(1)
-        for name in model.classes:
-            self.metrics.predictions.labels(slot.name, name)
+        self.metrics.set_drift_version(slot.name, r.version, model.classes)
         self.last_error.pop(slot.name, None)
 
     async def initial(self, slot: ModelSlot, stopping: Callable[[], bool]) -> None:

@@ -90,12 +90,20 @@ class FaultRequest(BaseModel):
     mode: Literal["error", "slow", "off"]
     seconds: Annotated[float, Field(ge=0, le=600)] = 1.0
     duration_s: Annotated[float, Field(ge=0, description="Auto-off after this; 0 = never.")] = 0
+    model: Annotated[
+        str, Field(description="Only this served model (e.g. `<name>-staging`); empty: all.")
+    ] = ""
 
 
 @admin.get("/fault")
 async def get_fault(service: Service) -> dict[str, Any]:
     fault = service.worker.fault
-    return {"mode": fault.current(), "seconds": fault.seconds, "until": fault.until or None}
+    return {
+        "mode": fault.current(),
+        "seconds": fault.seconds,
+        "until": fault.until or None,
+        "model": fault.model or None,
+    }
 
 
 @admin.post("/fault")
@@ -103,9 +111,12 @@ async def set_fault(service: Service, body: FaultRequest) -> dict[str, Any]:
     """Make inference fail (`error`: 500s) or stall `seconds` per batch (`slow`) until `off`."""
     import time
 
+    if body.model:
+        service.slot(body.model)  # 404 for a model this service does not serve
     fault = service.worker.fault
     fault.seconds = body.seconds if body.mode == "slow" else 0.0
     fault.until = time.time() + body.duration_s if body.duration_s and body.mode != "off" else 0.0
+    fault.model = body.model if body.mode != "off" else ""
     fault.mode = body.mode
     return await get_fault(service)
 

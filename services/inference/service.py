@@ -215,11 +215,12 @@ class InferenceService:
         """The prediction metrics of the model that answered."""
         m = self.metrics
         for item, pred in zip(inputs, predictions, strict=True):
-            name = pred.model.served_name
+            model = pred.model
             top = int(np.argmax(pred.probs))
-            m.confidence.labels(name).observe(float(pred.probs[top]))
-            m.predictions.labels(name, pred.model.classes[top]).inc()
-            m.brightness.labels(name).observe(item.brightness)
+            m.observe_prediction(
+                model.served_name, model.version, model.classes[top], float(pred.probs[top]),
+                (item.brightness, item.contrast),
+            )  # fmt: skip
 
     def _log(
         self,

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from slipway.cli import config, core, drift, loadtest, pipeline, registry, serve
+from slipway.cli import config, core, drift, loadtest, pipeline, registry, rollout, serve
 from slipway.errors import SlipwayError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ drift.register(app)
 loadtest.register(app)
 pipeline.register(app)
 registry.register(app)
+rollout.register(app)
 serve.register(app)
 
 

@@ -4,6 +4,7 @@ cluster sections of a run, plus `--set section.key=value` overrides.
     data:      {source: /data/images, val_fraction: 0.1}
     training:  {arch: resnet18, epochs: 5}
     promotion: {max_p95_latency_ms: 50}
+    rollout:   {window: 10m, max_error_ratio: 0.01}
 
 Every error names the key and the file: an unknown key, a wrong type, a missing file.
 """
@@ -21,6 +22,7 @@ from slipway.config.base import Section
 from slipway.config.cluster import ClusterOptions
 from slipway.config.export import Int8Config
 from slipway.config.promotion import PromotionPolicy
+from slipway.config.rollout import RolloutCriteria
 from slipway.config.training import TrainConfig
 from slipway.errors import ConfigError
 
@@ -71,6 +73,7 @@ class ExperimentConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainConfig = Field(default_factory=TrainConfig)
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    rollout: RolloutCriteria = Field(default_factory=RolloutCriteria)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cluster: ClusterOptions = Field(default_factory=ClusterOptions)
 

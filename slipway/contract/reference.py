@@ -17,6 +17,9 @@ REFERENCE_FILE = "reference.json"
 MAX_VALUES = 5000
 # Bins of every histogram in a reference and in the drift monitor.
 HIST_BINS = 20
+# Their edges for values in [0, 1] (brightness, contrast, confidence): the upper edges are the
+# buckets of the inference service's drift histograms, so Prometheus holds the same bins.
+UNIT_EDGES = tuple(round(float(e), 4) for e in np.linspace(0.0, 1.0, HIST_BINS + 1))
 
 
 def histogram(values: np.ndarray, low: float = 0.0, high: float = 1.0) -> dict[str, Any]:

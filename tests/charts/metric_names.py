@@ -23,6 +23,7 @@ CONTRACT: dict[str, Kind] = {
     "slipway_inference_prediction_confidence": "histogram",
     "slipway_inference_predictions_total": "counter",
     "slipway_inference_input_brightness": "histogram",
+    "slipway_inference_input_contrast": "histogram",
     "slipway_inference_model_info": "gauge",
     "slipway_inference_model_created_timestamp_seconds": "gauge",
     "slipway_inference_ready": "gauge",
@@ -82,6 +83,7 @@ def service_series() -> frozenset[str]:
     inference.init_shadow("probe")
     inference.canary_weight.labels("probe").set(0)
     inference.set_model_info("probe", "1", "production", "resnet18", 1.0)
+    inference.set_drift_version("probe", "1", ["a", "b"])
     names: set[str] = set()
     for registry in (inference.registry, DriftMetrics(psi_threshold=0.2).registry):
         for family in registry.collect():

@@ -85,6 +85,10 @@ def test_selectors_match_pods_and_carry_no_version(scenario: str, render_scenari
         assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     labels = [d["spec"]["template"]["metadata"]["labels"] for d in rendered.of_kind("Deployment")]
     labels += [pod["metadata"]["labels"] for pod in rendered.of_kind("Pod")]
+    labels += [
+        job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        for job in rendered.of_kind("CronJob")
+    ]
     for policy in rendered.of_kind("NetworkPolicy"):
         selector = policy["spec"]["podSelector"]["matchLabels"]
         assert any(selector.items() <= x.items() for x in labels), policy["metadata"]["name"]

@@ -43,7 +43,7 @@ def settings_from(environment: dict[str, str], cls: Any, monkeypatch: pytest.Mon
 def test_service_settings_accept_what_the_chart_sets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every SLIPWAY_* value the chart sets passes the field's validation (that every name is
     a field is `test_config_keys`)."""
-    docs = render({"staging.enabled": True, "drift.enabled": True})
+    docs = render({"staging.enabled": True, "drift.enabled": True, "drift.source": "log"})
     environment = pod_environment(docs, pod_name=PODS[0])
     settings = settings_from(environment, InferenceSettings, monkeypatch)
     assert settings.staging_source == "models:/demo@staging"
@@ -52,7 +52,8 @@ def test_service_settings_accept_what_the_chart_sets(monkeypatch: pytest.MonkeyP
 
 def test_drift_settings_accept_what_the_chart_sets(monkeypatch: pytest.MonkeyPatch) -> None:
     environment = env_of(
-        render({"drift.enabled": True, "drift.referenceRefreshSeconds": 60}), DRIFT
+        render({"drift.enabled": True, "drift.source": "log", "drift.referenceRefreshSeconds": 60}),
+        DRIFT,
     )
     settings = settings_from(environment, DriftSettings, monkeypatch)
     assert str(settings.prediction_log_path) == "/var/lib/slipway/predictions/*.jsonl"
@@ -61,7 +62,12 @@ def test_drift_settings_accept_what_the_chart_sets(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_window_smaller_than_min_records_is_refused() -> None:
-    values = {"drift.enabled": True, "drift.window": 50, "drift.minRecords": 100}
+    values = {
+        "drift.enabled": True,
+        "drift.source": "log",
+        "drift.window": 50,
+        "drift.minRecords": 100,
+    }
     result = template(values=values, check=False)
     assert result.returncode != 0
     assert "drift.minRecords (100) must not exceed drift.window (50)" in result.stderr
@@ -112,7 +118,13 @@ def test_without_the_drift_monitor_the_log_stays_in_the_pod() -> None:
 
 
 def test_drift_state_and_logs_survive_on_an_existing_claim() -> None:
-    docs = render({"drift.enabled": True, "drift.sharedVolume.existingClaim": "shared-logs"})
+    docs = render(
+        {
+            "drift.enabled": True,
+            "drift.source": "log",
+            "drift.sharedVolume.existingClaim": "shared-logs",
+        }
+    )
     assert "PersistentVolumeClaim" not in kinds(docs)
     for name in (FULLNAME, DRIFT):
         spec = find(docs, "Deployment", name)["spec"]["template"]["spec"]
@@ -142,7 +154,7 @@ def test_rendered_paths_with_the_real_writer_and_reader(
     reads every record once, across rotations and a restart of the monitor."""
     claim = tmp_path / "claim"
     docs = render({
-        "drift.enabled": True, "predictionLog.mountPath": str(claim),
+        "drift.enabled": True, "drift.source": "log", "predictionLog.mountPath": str(claim),
         "predictionLog.maxBytes": 2048, "predictionLog.backups": 3,
     })  # fmt: skip
     logs = {pod: settings_from(pod_environment(docs, pod_name=pod), InferenceSettings,
@@ -168,3 +180,19 @@ def test_rendered_paths_with_the_real_writer_and_reader(
     read = sorted(round(record[0] * 1000) for record in monitor.window)
     assert read == sorted(expected)
     assert monitor.invalid == 0
+
+
+def test_the_default_drift_source_is_prometheus_and_needs_no_shared_volume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = render({"drift.enabled": True})
+    assert "PersistentVolumeClaim" not in kinds(docs)
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        assert all("persistentVolumeClaim" not in volume for volume in volumes), volumes
+    assert env_of(docs)["SLIPWAY_PREDICTION_LOG_PATH"] == ""  # no log needed
+    settings = settings_from(env_of(docs, DRIFT), DriftSettings, monkeypatch)
+    assert (settings.source, settings.model_name) == ("prometheus", "demo")
+    assert settings.prometheus_url == "http://prometheus-operated.monitoring.svc:9090"
+    assert settings.prometheus_selector == 'namespace="ml-serving"'
+    assert settings.state_path is None

@@ -162,20 +162,24 @@ def monitoring_processes(
         log=work / "alertmanager.log",
         name="alertmanager",
     )
-    prometheus = ServerProcess(
+    return alertmanager, prometheus_process(work, ports["prometheus"])
+
+
+def prometheus_process(work: Path, port: int) -> ServerProcess:
+    """The Prometheus binary with `work/prometheus.yml`, its data under `work`; not started."""
+    return ServerProcess(
         [
             require_tool("prometheus"),
             f"--config.file={work / 'prometheus.yml'}",
             f"--storage.tsdb.path={work / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+            f"--web.listen-address=127.0.0.1:{port}",
             "--rules.alert.resend-delay=1s",
             "--log.level=warn",
         ],
-        _url(ports["prometheus"]),
+        _url(port),
         log=work / "prometheus.log",
         name="prometheus",
     )
-    return alertmanager, prometheus
 
 
 @contextlib.contextmanager

@@ -14,54 +14,60 @@ from services.drift.logreader import Position, RotatingLogReader
 RNG = np.random.default_rng(7)
 
 
+EDGES = np.linspace(0, 1, 21)
+
+
+def binned(values: np.ndarray) -> np.ndarray:
+    return stats.bin_counts(values, EDGES)
+
+
 def test_psi_is_near_zero_for_the_same_distribution_and_grows_with_the_shift() -> None:
-    reference = RNG.normal(0.3, 0.1, 5000)
-    same = RNG.normal(0.3, 0.1, 1000)
+    reference = binned(RNG.normal(0.3, 0.1, 5000))
+    same = binned(RNG.normal(0.3, 0.1, 1000))
     scores = [
-        stats.continuous_psi(reference, RNG.normal(0.3 + d, 0.1, 1000)) for d in (0.05, 0.1, 0.2)
+        stats.psi(reference, binned(RNG.normal(0.3 + d, 0.1, 1000))) for d in (0.05, 0.1, 0.2)
     ]
-    assert stats.continuous_psi(reference, same) < 0.05
+    assert stats.psi(reference, same) < 0.05
     assert scores == sorted(scores)
     assert scores[1] > 0.2, "a one-sigma shift must exceed the usual 0.2 threshold"
     assert scores[2] > 1.0
 
 
 def test_psi_of_a_small_sample_with_empty_bins_stays_finite() -> None:
-    reference = RNG.uniform(0, 1, 5000)
-    tiny = np.array([0.5, 0.51])
-    score = stats.continuous_psi(reference, tiny)
+    reference = binned(RNG.uniform(0, 1, 5000))
+    score = stats.psi(reference, binned(np.array([0.5, 0.51])))
     assert np.isfinite(score)
-    assert 0.2 < score < 1.0, "smoothing keeps two values in one bin a clear but bounded shift"
+    assert 0.05 < score < 1.0, "smoothing keeps two values in one bin a bounded shift"
+    assert stats.psi(reference, binned(np.full(200, 0.5))) > 2.0
 
 
-def test_histogram_psi_uses_stored_bins_when_no_values_were_kept() -> None:
-    edges = np.linspace(0, 1, 21)
-    values = RNG.beta(2, 5, 5000)
-    counts, _ = np.histogram(values, bins=edges)
-    assert stats.histogram_psi(edges, counts, RNG.beta(2, 5, 1000)) < 0.05
-    assert stats.histogram_psi(edges, counts, RNG.beta(5, 2, 1000)) > 1.0
+def test_bins_are_prometheus_buckets_upper_edge_inclusive_and_outer_bins_open() -> None:
+    counts = binned(np.array([0.0, 0.05, 0.0500001, 0.999, 1.0, 1.7, -0.2]))
+    assert counts.sum() == 7 and len(counts) == 20
+    assert counts[0] == 3  # -0.2, 0.0 and 0.05 (le="0.05")
+    assert counts[1] == 1 and counts[-1] == 3
 
 
 def test_categorical_psi_counts_unknown_labels_and_shifted_mixes() -> None:
     reference = {"a": 0.5, "b": 0.3, "c": 0.2}
-    same = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    same = {"a": 50, "b": 30, "c": 20}
     assert stats.categorical_psi(reference, same, 1000) < 0.01
-    assert stats.categorical_psi(reference, ["c"] * 100, 1000) > 1.0
-    unknown = stats.categorical_psi(reference, same + ["zzz"] * 50, 1000)
+    assert stats.categorical_psi(reference, {"c": 100}, 1000) > 1.0
+    unknown = stats.categorical_psi(reference, {**same, "zzz": 50}, 1000)
     assert unknown > 0.2
 
 
 def test_a_class_the_small_reference_never_predicted_costs_little_when_rare() -> None:
     reference = {"a": 0.5, "b": 0.5, "c": 0.0}
-    current = ["a"] * 48 + ["b"] * 49 + ["c"] * 3
+    current = {"a": 48, "b": 49, "c": 3}
     assert stats.categorical_psi(reference, current, reference_n=70) < 0.1
 
 
-def test_ks_pvalue_separates_same_from_shifted() -> None:
-    reference = RNG.normal(0.3, 0.1, 3000)
-    assert stats.ks_pvalue(reference, RNG.normal(0.3, 0.1, 500)) > 0.01
-    assert stats.ks_pvalue(reference, RNG.normal(0.4, 0.1, 500)) < 1e-6
-    assert np.isnan(stats.ks_pvalue(reference, np.array([])))
+def test_binned_ks_pvalue_separates_same_from_shifted() -> None:
+    reference = binned(RNG.normal(0.3, 0.1, 3000))
+    assert stats.binned_ks_pvalue(reference, binned(RNG.normal(0.3, 0.1, 500))) > 0.01
+    assert stats.binned_ks_pvalue(reference, binned(RNG.normal(0.4, 0.1, 500))) < 1e-6
+    assert np.isnan(stats.binned_ks_pvalue(reference, np.zeros(20)))
 
 
 class RenamingLog:

@@ -166,7 +166,7 @@ spec:
         {{- end }}
         {{- if $logOn }}
         - name: predictions
-          {{- if .Values.drift.enabled }}
+          {{- if include "inference.drift.sharedLog" . }}
           persistentVolumeClaim:
             claimName: {{ include "inference.predictionLog.claimName" . }}
           {{- else }}

@@ -179,9 +179,25 @@ its pinned `version` (GitOps mode) or its `alias` (registry-driven mode). */}}
 {{- end }}
 {{- end }}
 
+{{/* True when the drift monitor reads the pods' prediction logs from a shared claim
+(`drift.source: log`); with `prometheus` it needs no shared volume. */}}
+{{- define "inference.drift.sharedLog" -}}
+{{- if and .Values.drift.enabled (eq .Values.drift.source "log") }}true{{ end }}
+{{- end }}
+
 {{/* True when the inference pods write a prediction log. */}}
 {{- define "inference.predictionLog.enabled" -}}
-{{- if or .Values.predictionLog.enabled .Values.drift.enabled }}true{{ end }}
+{{- if or .Values.predictionLog.enabled (include "inference.drift.sharedLog" .) }}true{{ end }}
+{{- end }}
+
+{{/* PromQL matchers that select this release's series in Prometheus. */}}
+{{- define "inference.prometheus.selector" -}}
+{{- .Values.prometheus.selector | default (printf "namespace=%q" .Release.Namespace) }}
+{{- end }}
+
+{{/* The registered model the rollout controller promotes or rolls back. */}}
+{{- define "inference.registeredName" -}}
+{{- default .Values.model.name .Values.model.mlflow.registeredModel }}
 {{- end }}
 
 {{/* Claim shared by the inference pods (writers) and the drift monitor (reader). */}}
@@ -196,7 +212,7 @@ replicas append to or rotate the same file; in an emptyDir the file name is fixe
 */}}
 {{- define "inference.predictionLog.path" -}}
 {{- $dir := trimSuffix "/" .Values.predictionLog.mountPath }}
-{{- if .Values.drift.enabled }}
+{{- if include "inference.drift.sharedLog" . }}
 {{- printf "%s/$(POD_NAME).jsonl" $dir }}
 {{- else }}
 {{- printf "%s/%s" $dir .Values.predictionLog.fileName }}
@@ -282,7 +298,7 @@ depends on POD_NAME, and `$(VAR)` expands only in `env`), secrets and extraEnv. 
 the ConfigMap's `envFrom`.
 */}}
 {{- define "inference.env" -}}
-{{- if .Values.drift.enabled }}
+{{- if include "inference.drift.sharedLog" . }}
 - name: POD_NAME
   valueFrom:
     fieldRef:

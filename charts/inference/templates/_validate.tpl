@@ -17,7 +17,7 @@ invalid combination fails `helm install` / `helm template` with a clear message.
 {{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) }}
 {{- fail "keda.minReplicaCount must not exceed keda.maxReplicaCount" }}
 {{- end }}
-{{- if and .Values.drift.enabled (gt (int .Values.drift.minRecords) (int .Values.drift.window)) }}
+{{- if and (include "inference.drift.sharedLog" .) (gt (int .Values.drift.minRecords) (int .Values.drift.window)) }}
 {{- fail (printf "drift.minRecords (%v) must not exceed drift.window (%v): the window would never be judged" .Values.drift.minRecords .Values.drift.window) }}
 {{- end }}
 {{- if and (include "inference.hpa.enabled" .) (not (include "inference.customMetric.enabled" .)) (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage) }}
