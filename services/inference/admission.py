@@ -4,8 +4,9 @@ A request's wait is more than the inference queue: under overload the event loop
 behind, and a request sits in the socket and the loop before any handler runs. Two parts keep
 accepted requests within the admission budget at any offered load:
 
-* `LoopLag` samples how late the loop wakes a short sleep (fast to rise, slow to decay) and
-  hands it to the worker, so `expected_wait_s` counts the loop's delay too;
+* `LoopLag` samples how late the loop wakes a short sleep and hands the smallest of the last
+  few samples to the worker, so `expected_wait_s` counts the loop's delay when the loop is
+  behind for a while (every sample late), not after one slow call (one late sample);
 * `AdmissionMiddleware` refuses prediction requests whose expected wait is over the budget as
   soon as their headers are parsed: 503 + `Retry-After`, before the body is read, the multipart
   form parsed or the image decoded, so a refused request costs little of the CPU the accepted
@@ -19,6 +20,7 @@ import contextlib
 import json
 import math
 import re
+from collections import deque
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -27,7 +29,7 @@ from services.inference.batching import InferenceWorker
 from services.inference.metrics import KSERVE_PREDICT_ROUTE, OIP_INFER_ROUTE
 
 LAG_INTERVAL_S = 0.005
-LAG_DECAY = 0.9  # per sample: a lag spike fades over about 20 samples (~0.1 s when idle)
+LAG_SAMPLES = 3  # the lag is the least of the last few: one slow call alone does not count
 
 # Prediction routes by URL: (pattern, route template); `name` is the served model, if any.
 _ROUTES = (
@@ -68,13 +70,12 @@ class LoopLag:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        lag = 0.0
+        recent: deque[float] = deque(maxlen=LAG_SAMPLES)
         while True:
             began = loop.time()
             await asyncio.sleep(self.interval_s)
-            late = max(0.0, loop.time() - began - self.interval_s)
-            lag = late if late > lag else lag * LAG_DECAY + late * (1 - LAG_DECAY)
-            self.worker.loop_lag_s = lag
+            recent.append(max(0.0, loop.time() - began - self.interval_s))
+            self.worker.loop_lag_s = min(recent)
 
 
 class AdmissionMiddleware:
