@@ -24,8 +24,10 @@ UNIT_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 GRPC_ROUTE = "grpc"  # the route label of gRPC ModelInfer calls
 KSERVE_PREDICT_ROUTE = "/v1/models/{name}:predict"
 PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, "/v2/models/{name}/infer", GRPC_ROUTE)
+EXPLAIN_ROUTE = "/v1/explain"  # metered apart: many forwards per request, no prediction traffic
 CODE_CLASSES = ("2xx", "4xx", "5xx")
-REJECT_REASONS = ("queue_full", "over_budget", "draining", "timeout")
+REJECT_REASONS = ("queue_full", "over_budget", "draining", "timeout", "explain_shed")
+EMBEDDING_STATS = ("mmd", "p_value")
 
 
 class Metrics:
@@ -60,7 +62,8 @@ class Metrics:
         )
         self.rejected = Counter(
             p + "rejected_total",
-            "Requests refused with 503 (queue_full, over_budget, draining, timeout).",
+            "Requests refused with 503 (queue_full, over_budget, draining, timeout; "
+            "explain_shed: an explanation over its smaller budget).",
             ["model", "reason"], registry=r,
         )  # fmt: skip
         self.confidence = Histogram(
@@ -93,11 +96,20 @@ class Metrics:
         self.predlog_written = Counter(
             p + "prediction_log_written", "Prediction log records written.", registry=r
         )
+        self.embedding_drift = Gauge(
+            p + "embedding_drift", "MMD^2 of served vs training embeddings (stat=mmd) and its "
+            "permutation p-value (stat=p_value), per model version.",
+            ["model", "version", "stat"], registry=r,
+        )  # fmt: skip
+        self.embedding_window = Gauge(
+            p + "embedding_window_size", "Projected embeddings held for the drift test.",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
         self._info_labels: dict[str, tuple[str, ...]] = {}
 
     def init_model(self, model: str, classes: list[str]) -> None:
         """Create the label sets of one served model at 0, so rate() queries see a series."""
-        for route in PREDICT_ROUTES:
+        for route in (*PREDICT_ROUTES, EXPLAIN_ROUTE):
             for code in CODE_CLASSES:
                 self.requests.labels(model, route, code)
             self.request_duration.labels(model, route)

@@ -17,6 +17,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from services.inference.batching import InferenceWorker, Prediction
+from services.inference.embeddings import EmbeddingWindows
 from services.inference.errors import ModelNotFoundError, UnavailableError
 from services.inference.images import Prepared, prepare_many
 from services.inference.metrics import Metrics
@@ -65,7 +66,9 @@ class InferenceService:
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
             budget_s=settings.admission_budget_s,
+            embeddings=settings.embedding_sample_rate > 0,
         )
+        self.embeddings = EmbeddingWindows(settings, metrics)
         self.loader = Loader(settings, self.worker, metrics)
         cache = settings.model_cache_dir
         main_source = ModelSource(settings.model_source, settings.mlflow_tracking_uri, cache)
@@ -105,6 +108,17 @@ class InferenceService:
         for slot in self.slots.values():
             task = asyncio.create_task(self._follow(slot), name=f"follow-{slot.name}")
             self._tasks.append(task)
+        if self.embeddings.enabled:
+            self._tasks.append(asyncio.create_task(self._test_embeddings(), name="embedding-mmd"))
+
+    async def _test_embeddings(self) -> None:
+        """Run the embedding drift test every interval, off the loop and the inference thread."""
+        while True:
+            await asyncio.sleep(self.settings.embedding_drift_interval_s)
+            try:
+                await asyncio.to_thread(self.embeddings.evaluate)
+            except Exception:
+                log.exception("embedding drift test failed")
 
     async def _follow(self, slot: ModelSlot) -> None:
         await self.loader.follow(slot, lambda: self.draining)
@@ -203,6 +217,9 @@ class InferenceService:
             m.confidence.labels(name).observe(confidence)
             m.predictions.labels(name, top_class).inc()
             m.brightness.labels(name).observe(item.brightness)
+            point = None
+            if pred.embedding is not None:
+                point = self.embeddings.add(name, model.version, model.projection, pred.embedding)
             if self.predlog:
                 self.predlog.write(
                     {
@@ -217,5 +234,10 @@ class InferenceService:
                         "height": item.height,
                         "brightness": round(item.brightness, 6),
                         "contrast": round(item.contrast, 6),
+                        **(
+                            {}
+                            if point is None
+                            else {"embedding": [round(float(v), 4) for v in point]}
+                        ),
                     }
                 )

@@ -1,0 +1,104 @@
+"""The penultimate-layer feature vector as a second model output, and its stored reference.
+
+The exported graphs return `(logits, embedding)` from one forward: `embedding` is the input of
+the classifier's last `Linear` layer (for torchvision's ResNets the pooled, flattened backbone
+features), captured with a forward pre-hook, so no second pass and no change to the logits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from slipway.contract.card import ONNX_FILE
+from slipway.embedding.projection import (
+    DEFAULT_COMPONENTS,
+    EMBEDDING_OUTPUT,
+    Projection,
+    fit_projection,
+)
+from slipway.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+    from slipway.data.scan import DatasetScan
+
+log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES = 512
+
+
+def head_linear(model: torch.nn.Module) -> torch.nn.Module:
+    """The classifier's last Linear layer (the one producing the logits)."""
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ModelError("model has no Linear head; cannot expose its penultimate layer")
+    return linears[-1]
+
+
+def with_embedding(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` wrapped to return (logits, embedding) from the same forward."""
+    import torch
+
+    class WithEmbedding(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+            self._features: list[torch.Tensor] = []
+            head_linear(inner).register_forward_pre_hook(self._capture)
+
+        def _capture(self, _: Any, args: tuple[torch.Tensor, ...]) -> None:
+            self._features.append(args[0])
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self._features.clear()
+            logits = self.inner(x)
+            return logits, torch.flatten(self._features[-1], 1)
+
+    return WithEmbedding(model).eval()
+
+
+def penultimate(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
+    """Eager torch embeddings of `inputs` (what the exported output must equal)."""
+    import torch
+
+    with torch.inference_mode():
+        return with_embedding(model)(torch.from_numpy(inputs))[1].numpy()
+
+
+def reference_projection(
+    model_dir: str | os.PathLike[str],
+    scan: DatasetScan,
+    count: int = REFERENCE_IMAGES,
+    dims: int = DEFAULT_COMPONENTS,
+) -> Projection:
+    """Embeddings of `count` training images through the exported FP32 ONNX model, PCA-fitted.
+
+    The ONNX model, not eager torch, computes them: it is what serving runs.
+    """
+    from pathlib import Path
+
+    from slipway.training.export import INPUT_NAME, onnx_session
+    from slipway.training.parity import batches, spread_samples
+
+    samples = spread_samples(scan, "train", count)
+    if len(samples) < 2:
+        raise ModelError("the train split has fewer than two images; no embedding reference")
+    session = onnx_session(Path(model_dir) / ONNX_FILE)
+    vectors = [
+        session.run([EMBEDDING_OUTPUT], {INPUT_NAME: inputs})[0]
+        for inputs, _ in batches(model_dir, scan, samples)
+    ]
+    projection = fit_projection(np.concatenate(vectors), dims)
+    log.info(
+        "embedding reference: %d training images, %d -> %d dims (%.0f %% of variance)",
+        len(samples), projection.features, projection.dims,
+        100 * float(projection.explained_variance_ratio.sum()),
+    )  # fmt: skip
+    return projection

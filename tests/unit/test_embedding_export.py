@@ -1,0 +1,72 @@
+"""The exported models' second output is the penultimate layer, and its reference loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slipway.contract.card import load_card
+from slipway.embedding.projection import EMBEDDING_FILE, EMBEDDING_OUTPUT, load_projection
+from slipway.training.embedding import penultimate
+from slipway.training.export import INPUT_NAME, OUTPUT_NAME, onnx_session
+from slipway.training.models import load_trained
+
+pytestmark = pytest.mark.slow
+
+
+def _inputs(folder: Path, count: int = 6) -> np.ndarray:
+    shape = load_card(folder).transform.input_shape
+    return np.random.default_rng(3).standard_normal((count, *shape)).astype(np.float32)
+
+
+def test_onnx_embedding_equals_the_torch_penultimate_layer(trained_model: Path) -> None:
+    inputs = _inputs(trained_model)
+    session = onnx_session(trained_model / "model.onnx")
+    names = [o.name for o in session.get_outputs()]
+    assert names == [OUTPUT_NAME, EMBEDDING_OUTPUT]  # logits stay first for every client
+    logits, embedding = session.run(None, {INPUT_NAME: inputs})
+    model = load_trained(trained_model)
+    expected = penultimate(model, inputs)
+    assert embedding.shape == (len(inputs), 512)
+    np.testing.assert_allclose(embedding, expected, atol=1e-4)
+    import torch
+
+    with torch.inference_mode():
+        eager_logits = model(torch.from_numpy(inputs)).numpy()
+    np.testing.assert_allclose(logits, eager_logits, atol=1e-4)
+    # The features are those the head reads: the head applied to them gives the logits.
+    head = model.fc
+    np.testing.assert_allclose(
+        embedding @ head.weight.detach().numpy().T + head.bias.detach().numpy(),
+        logits,
+        atol=1e-3,
+    )
+
+
+def test_torchscript_returns_logits_then_embedding(trained_model: Path) -> None:
+    import torch
+
+    inputs = _inputs(trained_model)
+    scripted = torch.jit.load(str(trained_model / "model.ts"))
+    with torch.inference_mode():
+        logits, embedding = (t.numpy() for t in scripted(torch.from_numpy(inputs)))
+    expected = penultimate(load_trained(trained_model), inputs)
+    np.testing.assert_allclose(embedding, expected, atol=1e-4)
+    assert logits.shape == (len(inputs), 10)
+
+
+def test_reference_and_projection_load_from_the_model_folder(trained_model: Path) -> None:
+    card = load_card(trained_model)
+    assert card.export["embedding"]["file"] == EMBEDDING_FILE
+    assert EMBEDDING_FILE in card.export["files"]
+    projection = load_projection(trained_model)
+    assert projection is not None
+    assert 16 <= projection.dims <= 32 and projection.features == 512
+    assert len(projection.reference) == card.export["embedding"]["reference_images"] >= 100
+    # Projecting the training sample again reproduces the stored reference.
+    session = onnx_session(trained_model / "model.onnx")
+    embedding = session.run([EMBEDDING_OUTPUT], {INPUT_NAME: _inputs(trained_model, 3)})[0]
+    assert projection.project(embedding).shape == (3, projection.dims)
+    assert card.export["onnx_embedding_max_abs_diff"] < 1e-4
