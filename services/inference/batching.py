@@ -139,19 +139,22 @@ class InferenceWorker:
         count: int,
         budget_s: float | None = None,
         reason: str = "over_budget",
+        ahead_only: bool = False,
     ) -> None:
         """Reserve room for `count` images or refuse now with 503 (over the time budget, queue
         full or draining).
 
         `budget_s` replaces the queue-wait budget (explanations pass a smaller one, so they are
         shed before predictions) and `reason` is the rejection's label when it is exceeded.
+        `ahead_only` judges the wait until the first of the images starts, not the last: an
+        explanation's own images are bounded by their own limit, the queue ahead by this one.
         """
         budget = self.budget_s if budget_s is None else budget_s
         with self._cv:
             if self._closing:
                 self.metrics.rejected.labels(slot.name, "draining").inc()
                 raise UnavailableError("the server is shutting down", reason="draining")
-            wait = self.expected_wait_s(count)
+            wait = self.expected_wait_s(1 if ahead_only else count)
             if budget and wait > budget:
                 self.metrics.rejected.labels(slot.name, reason).inc()
                 raise UnavailableError(

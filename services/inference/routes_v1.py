@@ -85,7 +85,7 @@ async def predict(
     as the raw body with `Content-Type: image/...` (cheaper: no multipart parsing)."""
     began = time.perf_counter()
     slot = service.slot(model)
-    payloads = await _read_files(request, service.worker.max_queue)
+    payloads = await read_files(request, service.worker.max_queue)
     answer = await service.predict_files(slot, payloads, "/v1/predict")
     classes = answer.model.classes
     k = min(top_k, len(classes))
@@ -113,7 +113,8 @@ async def predict(
     }
 
 
-async def _read_files(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+async def read_files(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+    """The uploaded images of a v1 request: multipart field `files` or the raw body."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media.startswith("image/") or media == "application/octet-stream":
