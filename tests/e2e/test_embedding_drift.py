@@ -53,7 +53,7 @@ def _gray(body: bytes) -> np.ndarray:
 def restyle(body: bytes, like: bytes) -> bytes:
     """`body`'s picture with the mean and standard deviation of `like`'s gray levels."""
     pixels, target = _gray(body), _gray(like)
-    for _ in range(4):  # clipping moves the statistics; a few rounds converge
+    for _ in range(40):  # clipping moves the statistics; repeated rounds converge
         spread = pixels.std() or 1.0
         pixels = np.clip((pixels - pixels.mean()) / spread * target.std() + target.mean(), 0, 255)
     out = io.BytesIO()
@@ -62,11 +62,13 @@ def restyle(body: bytes, like: bytes) -> bytes:
 
 
 def two_class_traffic(demo_data: Path, normal: list[Payload]) -> list[Payload]:
+    """One request per normal one: the n-th shows an image of the two classes with the n-th
+    normal image's brightness and contrast, so both traffics have the same pixel statistics."""
     folders = sorted(d for d in demo_data.iterdir() if d.is_dir())
     files = sorted(f for i in SHIFT_CLASSES for f in folders[i].rglob("*.png"))
     return [
-        (f"two-{path.name}", restyle(path.read_bytes(), normal[n % len(normal)][1]), "image/png")
-        for n, path in enumerate(files)
+        (f"two-{n}.png", restyle(files[n % len(files)].read_bytes(), like[1]), "image/png")
+        for n, like in enumerate(normal)
     ]
 
 
@@ -123,7 +125,7 @@ def test_a_shift_the_pixel_statistics_miss_fires_the_embedding_alert(
 
     # Two classes only, restyled to the normal brightness and contrast; as many requests as
     # the drift monitor's window holds, so it judges only shifted traffic.
-    report = traffic.send([shifted[i % len(shifted)] for i in range(len(traffic.normal))])
+    report = traffic.send(shifted)
     assert report.ok == report.requests, report.summary()
     judged = _settled_window(live)
     (alert,) = wait_for("InferenceEmbeddingDrift to fire", lambda: _firing(live), TIMEOUT)
