@@ -13,6 +13,7 @@ from PIL import Image
 
 from services.inference.explain import EXPLAIN_SHED
 from services.inference.metrics import EXPLAIN_ROUTE
+from services.inference.settings import Settings
 from slipway.contract.card import ONNX_FILE, ModelCard
 from slipway.contract.preprocessing import Preprocessing
 from tests.services.inference_helpers import metric_value, ready_client, settings_for
@@ -66,7 +67,7 @@ def region_folder(tmp_path: Path) -> Path:
     return region_model(tmp_path / "region")
 
 
-def _settings(folder: Path, **extra: object):  # noqa: ANN202
+def _settings(folder: Path, **extra: object) -> Settings:
     return settings_for(folder, backend="onnxruntime", precision="fp32", **extra)
 
 

@@ -70,3 +70,20 @@ def test_reference_and_projection_load_from_the_model_folder(trained_model: Path
     embedding = session.run([EMBEDDING_OUTPUT], {INPUT_NAME: _inputs(trained_model, 3)})[0]
     assert projection.project(embedding).shape == (3, projection.dims)
     assert card.export["onnx_embedding_max_abs_diff"] < 1e-4
+
+
+def test_the_int8_qdq_model_keeps_the_embedding_output(model_copy: Path) -> None:
+    from slipway.config.export import Int8Config
+    from slipway.training.quantize import quantize_int8
+
+    inputs = _inputs(model_copy, 16)
+    path = quantize_int8(model_copy, inputs, Int8Config())
+    session = onnx_session(path)
+    assert [o.name for o in session.get_outputs()] == [OUTPUT_NAME, EMBEDDING_OUTPUT]
+    logits, embedding = session.run(None, {INPUT_NAME: inputs[:4]})
+    fp32 = onnx_session(model_copy / "model.onnx").run(None, {INPUT_NAME: inputs[:4]})[1]
+    assert logits.shape == (4, 10) and embedding.shape == fp32.shape
+    cosine = (
+        (embedding * fp32).sum(1) / np.linalg.norm(embedding, axis=1) / np.linalg.norm(fp32, axis=1)
+    )
+    assert cosine.min() > 0.9  # the same features, quantized

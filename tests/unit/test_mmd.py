@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,7 +58,7 @@ def test_median_bandwidth_of_identical_points_is_one() -> None:
     assert median_bandwidth(np.zeros((4, 4))) == 1.0
 
 
-def test_projection_round_trips_through_the_folder(tmp_path) -> None:  # noqa: ANN001
+def test_projection_round_trips_through_the_folder(tmp_path: Path) -> None:
     vectors = np.random.default_rng(0).standard_normal((64, 40)).astype(np.float32)
     vectors[:, 0] *= 10  # one dominant direction
     projection = fit_projection(vectors, dims=16)
