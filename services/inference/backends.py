@@ -190,7 +190,8 @@ class TorchBackend:
         return self.infer(batch)[0]
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """model.ts returns (logits, embedding); one exported before embeddings, logits only."""
+        """model.ts returns (logits, embedding, feature map); one exported before embeddings,
+        logits only."""
         torch = self._torch
         with torch.inference_mode():
             inputs = torch.from_numpy(batch).to(self.device, non_blocking=True)
@@ -198,6 +199,22 @@ class TorchBackend:
             if isinstance(out, tuple | list):
                 return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
             return out.float().cpu().numpy(), None
+
+    def gradcam(self, array: np.ndarray, index: int) -> np.ndarray | None:
+        """Grad-CAM of class `index` for one (C, H, W) input: the last feature map weighted by
+        the spatial mean of the class logit's gradient, ReLU'd; (h, w) at the map's resolution.
+        None when model.ts exports no feature map (an older export, or no pooling module)."""
+        torch = self._torch
+        with torch.enable_grad():
+            inputs = torch.from_numpy(array[None]).to(self.device)
+            out = self.module(inputs)
+            if not isinstance(out, tuple | list) or len(out) < 3 or not out[2].requires_grad:
+                return None
+            logits, _, fmap = out[0], out[1], out[2]
+            (grad,) = torch.autograd.grad(logits[0, index], fmap)
+            weights = grad.mean(dim=(2, 3), keepdim=True)
+            cam = torch.relu((weights * fmap).sum(dim=1))[0]
+        return cam.detach().float().cpu().numpy()
 
 
 def load_backend(

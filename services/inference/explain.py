@@ -3,9 +3,11 @@
 One explanation is `cells + 1` images (the original and one occluded copy per patch position),
 admitted as a block when the expected wait of the queue *ahead* of it is within a smaller
 budget than predictions get (`explain_queue_budget_ms`, by default a quarter), so as load grows
-explanations are refused with 503 + Retry-After while predictions are still served. The number of images is bounded by `explain_max_forwards`;
-asking for a finer grid than that is a 422. Nothing of an explanation reaches the prediction
-metrics or the prediction log: its images are not traffic.
+explanations are refused with 503 + Retry-After while predictions are still served. The number
+of images is bounded by `explain_max_forwards`; asking for a finer grid than that is a 422.
+Nothing of an explanation reaches the prediction metrics or the prediction log: its images are
+not traffic. With the torch backend, Grad-CAM of the top class is added (one more forward and
+backward on the inference thread).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from services.inference import occlusion
+from services.inference.backends import TorchBackend
 from services.inference.errors import UnavailableError, UnprocessableError
 from services.inference.images import Prepared, prepare_many
 from services.inference.model import LoadedModel, ModelSlot
@@ -36,6 +39,7 @@ class Explanation:
     layout: occlusion.OcclusionPlan
     grid: np.ndarray
     saliency: np.ndarray
+    gradcam: np.ndarray | None = None
 
     def png(self) -> bytes:
         return overlay_png(self.prepared.array, self.saliency, self.model.transform)
@@ -53,6 +57,14 @@ class Explanation:
             "grid": [[round(float(v), 6) for v in row] for row in self.grid],
             "grid_origin": list(self.layout.starts),
             "overlay_png": base64.b64encode(self.png()).decode("ascii"),
+            "gradcam": None
+            if self.gradcam is None
+            else {
+                "grid": [[round(float(v), 6) for v in row] for row in self.gradcam],
+                "overlay_png": base64.b64encode(
+                    overlay_png(self.prepared.array, self.gradcam, self.model.transform)
+                ).decode("ascii"),
+            },
             "width": self.prepared.width,
             "height": self.prepared.height,
             "latency_ms": round(latency_ms, 3),
@@ -110,9 +122,12 @@ async def explain_file(
     probs = np.stack([p.probs for p in predictions])
     top = int(np.argmax(probs[0]))
     grid, saliency = occlusion.sensitivity(float(probs[0, top]), probs[1:, top], layout)
-    return Explanation(
-        predictions[0].model, prepared, top, float(probs[0, top]), layout, grid, saliency
-    )
+    model = predictions[0].model
+    gradcam = None
+    backend = model.backend
+    if isinstance(backend, TorchBackend):  # gradients exist only there
+        gradcam = await worker.call(lambda: backend.gradcam(prepared.array, top))
+    return Explanation(model, prepared, top, float(probs[0, top]), layout, grid, saliency, gradcam)
 
 
 def elapsed_ms(began: float) -> float:

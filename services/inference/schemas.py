@@ -62,6 +62,11 @@ class ExplainResponse(BaseModel):
     )
     grid_origin: list[int] = Field(description="Pixel offset of each row (and column) of `grid`.")
     overlay_png: str = Field(description="Base64 PNG: the map drawn over the model's input.")
+    gradcam: dict[str, Any] | None = Field(
+        default=None,
+        description="With the torch backend: Grad-CAM of the top class on the last feature "
+        "map (`grid`, at the map's resolution) and its `overlay_png`; otherwise null.",
+    )
     width: int
     height: int
     latency_ms: float

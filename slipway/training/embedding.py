@@ -42,8 +42,18 @@ def head_linear(model: torch.nn.Module) -> torch.nn.Module:
     return linears[-1]
 
 
-def with_embedding(model: torch.nn.Module) -> torch.nn.Module:
-    """`model` wrapped to return (logits, embedding) from the same forward."""
+def last_pool(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The last global pooling layer (its input is the last convolutional feature map)."""
+    import torch
+
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)]
+    return pools[-1] if pools else None
+
+
+def with_embedding(model: torch.nn.Module, feature_map: bool = False) -> torch.nn.Module:
+    """`model` wrapped to return (logits, embedding) from the same forward; with `feature_map`
+    (the TorchScript export, for Grad-CAM) also the last convolutional feature map when the
+    architecture pools it with a module."""
     import torch
 
     class WithEmbedding(torch.nn.Module):
@@ -51,15 +61,26 @@ def with_embedding(model: torch.nn.Module) -> torch.nn.Module:
             super().__init__()
             self.inner = inner
             self._features: list[torch.Tensor] = []
+            self._maps: list[torch.Tensor] = []
             head_linear(inner).register_forward_pre_hook(self._capture)
+            pool = last_pool(inner) if feature_map else None
+            if pool is not None:
+                pool.register_forward_pre_hook(self._capture_map)
 
         def _capture(self, _: Any, args: tuple[torch.Tensor, ...]) -> None:
             self._features.append(args[0])
 
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def _capture_map(self, _: Any, args: tuple[torch.Tensor, ...]) -> None:
+            self._maps.append(args[0])
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
             self._features.clear()
+            self._maps.clear()
             logits = self.inner(x)
-            return logits, torch.flatten(self._features[-1], 1)
+            embedding = torch.flatten(self._features[-1], 1)
+            if self._maps:
+                return logits, embedding, self._maps[-1]
+            return logits, embedding
 
     return WithEmbedding(model).eval()
 

@@ -58,15 +58,15 @@ def export_onnx(model_dir: str | os.PathLike[str]) -> Path:
 
 
 def export_torchscript(model_dir: str | os.PathLike[str]) -> Path:
-    """Write model.ts (traced TorchScript returning `(logits, embedding)`) for the torch
-    serving backend."""
+    """Write model.ts (traced TorchScript returning `(logits, embedding[, feature_map])`) for
+    the torch serving backend; the feature map is what its Grad-CAM differentiates."""
     import torch
 
     from slipway.training.embedding import with_embedding
     from slipway.training.models import load_trained
 
     card = load_card(model_dir)
-    model = with_embedding(load_trained(model_dir))
+    model = with_embedding(load_trained(model_dir), feature_map=True)
     dummy = torch.zeros((1, *card.transform.input_shape), dtype=torch.float32)
     with torch.inference_mode():
         traced = torch.jit.trace(model, dummy)

@@ -51,7 +51,8 @@ def test_torchscript_returns_logits_then_embedding(trained_model: Path) -> None:
     inputs = _inputs(trained_model)
     scripted = torch.jit.load(str(trained_model / "model.ts"))
     with torch.inference_mode():
-        logits, embedding = (t.numpy() for t in scripted(torch.from_numpy(inputs)))
+        logits, embedding, fmap = (t.numpy() for t in scripted(torch.from_numpy(inputs)))
+    assert fmap.ndim == 4 and fmap.shape[:2] == (len(inputs), 512)  # for Grad-CAM
     expected = penultimate(load_trained(trained_model), inputs)
     np.testing.assert_allclose(embedding, expected, atol=1e-4)
     assert logits.shape == (len(inputs), 10)
