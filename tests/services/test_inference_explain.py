@@ -151,3 +151,18 @@ def test_explain_is_shed_before_predict(region_folder: Path) -> None:
             assert metric_value(text, "slipway_inference_rejected_total", reason="over_budget") == 0
         finally:
             worker.release(6)
+
+
+@pytest.mark.slow
+def test_grad_cam_comes_with_the_torch_backend_only(trained_model: Path, png_bytes: bytes) -> None:
+    headers = {"Content-Type": "image/png"}
+    with ready_client(settings_for(trained_model, backend="torch")) as client:
+        body = client.post(EXPLAIN_ROUTE, content=png_bytes, headers=headers).json()
+        cam = np.array(body["gradcam"]["grid"])
+        assert cam.ndim == 2 and cam.size >= 1 and (cam >= 0).all()  # ReLU'd
+        overlay = base64.b64decode(body["gradcam"]["overlay_png"])
+        assert Image.open(io.BytesIO(overlay)).size == (224, 224)
+        assert np.array(body["grid"]).shape == (15, 15)  # occlusion too, the default grid
+    with ready_client(settings_for(trained_model, backend="onnxruntime")) as client:
+        body = client.post(EXPLAIN_ROUTE, content=png_bytes, headers=headers).json()
+        assert body["gradcam"] is None and body["forwards"] == 226
