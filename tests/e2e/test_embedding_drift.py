@@ -122,6 +122,9 @@ def test_a_shift_the_pixel_statistics_miss_fires_the_embedding_alert(
     assert normal_p >= 0.01, f"normal traffic judged drifted: p = {normal_p}"
     assert not normal["features"]["brightness"]["detected"]
     assert live.active_alerts("InferenceEmbeddingDrift") == []
+    # The drift monitor runs the same test on the embeddings the service logged.
+    assert normal["embedding"]["points"] == len(traffic.normal)
+    assert not normal["embedding"]["detected"], normal["embedding"]
 
     # Two classes only, restyled to the normal brightness and contrast; as many requests as
     # the drift monitor's window holds, so it judges only shifted traffic.
@@ -140,6 +143,10 @@ def test_a_shift_the_pixel_statistics_miss_fires_the_embedding_alert(
         assert result["score"] < result["threshold"], (feature, result)
         detected = live.query(f'slipway_drift_detected{{job="{DRIFT_JOB}", feature="{feature}"}}')
         assert detected and float(detected[0]["value"][1]) == 0, (feature, detected)
+    # ... and so does the drift monitor, from the log, in its summary and its report.
+    assert judged["embedding"]["detected"] and judged["embedding"]["p_value"] < 0.01
+    page = httpx.get(live.drift + "/report", timeout=10, trust_env=False).text
+    assert "Embedding drift" in page and "DRIFT" in page.split("Embedding drift")[1]
     print(
         f"\nembedding p-value normal {normal_p:.3f} -> shifted {_service_p_value(live):.4f}; "
         f"brightness PSI {judged['features']['brightness']['score']:.3f}, "
