@@ -149,7 +149,9 @@ class OpenVinoBackend:
         )
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        return self.infer(batch)[0]
+        result = self.request.infer({INPUT_NAME: batch}, share_inputs=True)
+        # The request reuses its output buffers on the next call: hand out a copy.
+        return np.array(result[self._output], dtype=np.float32, copy=True)
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         result = self.request.infer({INPUT_NAME: batch}, share_inputs=True)

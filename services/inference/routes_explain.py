@@ -17,7 +17,7 @@ from services.inference.deps import Authorized, Service
 from services.inference.errors import UnprocessableError
 from services.inference.explain import elapsed_ms, explain_file
 from services.inference.metrics import EXPLAIN_ROUTE
-from services.inference.routes_v1 import _MULTIPART_BODY, ERRORS, read_files
+from services.inference.routes_v1 import ERRORS, MULTIPART_BODY, read_files
 from services.inference.schemas import ExplainResponse
 
 router = APIRouter(tags=["v1"], dependencies=Authorized)
@@ -32,7 +32,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     EXPLAIN_ROUTE,
     response_model=ExplainResponse,
     responses=_RESPONSES,
-    openapi_extra=_MULTIPART_BODY,
+    openapi_extra=MULTIPART_BODY,
 )
 async def explain(
     request: Request,

@@ -26,7 +26,7 @@ RAW_BODY_LABEL = "body"  # the `file` of a prediction whose image was the raw re
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 500, 503)
 }
-_MULTIPART_BODY = {
+MULTIPART_BODY = {
     "requestBody": {
         "required": True,
         "content": {
@@ -73,7 +73,7 @@ async def list_models(service: Service) -> dict[str, Any]:
     "/predict",
     response_model=PredictResponse,
     responses=ERRORS,
-    openapi_extra=_MULTIPART_BODY,
+    openapi_extra=MULTIPART_BODY,
 )
 async def predict(
     request: Request,

@@ -221,23 +221,19 @@ class InferenceService:
             if pred.embedding is not None:
                 point = self.embeddings.add(name, model.version, model.projection, pred.embedding)
             if self.predlog:
-                self.predlog.write(
-                    {
-                        "ts": now,
-                        "model": name,
-                        "version": model.version,
-                        "route": route,
-                        "top_class": top_class,
-                        "confidence": round(confidence, 6),
-                        "latency_ms": round(latency_ms, 3),
-                        "width": item.width,
-                        "height": item.height,
-                        "brightness": round(item.brightness, 6),
-                        "contrast": round(item.contrast, 6),
-                        **(
-                            {}
-                            if point is None
-                            else {"embedding": [round(float(v), 4) for v in point]}
-                        ),
-                    }
-                )
+                record = {
+                    "ts": now,
+                    "model": name,
+                    "version": model.version,
+                    "route": route,
+                    "top_class": top_class,
+                    "confidence": round(confidence, 6),
+                    "latency_ms": round(latency_ms, 3),
+                    "width": item.width,
+                    "height": item.height,
+                    "brightness": round(item.brightness, 6),
+                    "contrast": round(item.contrast, 6),
+                }
+                if point is not None:  # a sampled request: its projected embedding
+                    record["embedding"] = [round(float(v), 4) for v in point]
+                self.predlog.write(record)
