@@ -71,3 +71,27 @@ def metrics_text(metrics: Metrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
+
+
+def test_sampled_requests_log_their_projected_embedding(
+    trained_model: Path, png_bytes: bytes, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.services.inference_helpers import ready_client
+
+    log_path = tmp_path / "predictions.jsonl"
+    settings = settings_for(
+        trained_model, embedding_sample_rate=1.0, prediction_log_path=str(log_path)
+    )
+    with ready_client(settings) as client:
+        response = client.post(
+            "/v1/predict", content=png_bytes, headers={"Content-Type": "image/png"}
+        )
+        assert response.status_code == 200
+        service = client.app.state.service
+    record = json.loads(log_path.read_text().splitlines()[-1])
+    projection = load_projection(trained_model)
+    assert projection is not None and len(record["embedding"]) == projection.dims
+    window = service.embeddings._windows[record["model"]]
+    np.testing.assert_allclose(record["embedding"], window.values[-1], atol=1e-4)
