@@ -33,7 +33,7 @@ REFERENCE_SAMPLE = 256  # reference rows per test: the kernel matrix stays small
 @dataclass
 class _Window:
     version: str
-    projection: Projection
+    reference: np.ndarray  # the projected training sample, as this precision computes it
     values: deque[np.ndarray]
 
 
@@ -56,10 +56,15 @@ class EmbeddingWindows:
         return self.rate > 0
 
     def add(
-        self, model: str, version: str, projection: Projection | None, embedding: np.ndarray
+        self,
+        model: str,
+        version: str,
+        projection: Projection | None,
+        embedding: np.ndarray,
+        precision: str = "fp32",
     ) -> np.ndarray | None:
-        """Keep a sampled share of one image's embedding (the caller's model version); the
-        projected point when this one was kept, else None."""
+        """Keep a sampled share of one image's embedding (the caller's model version, served
+        at `precision`); the projected point when this one was kept, else None."""
         if projection is None or self._rng.random() >= self.rate:
             return None
         point = projection.project(embedding.reshape(1, -1))[0]
@@ -68,7 +73,8 @@ class EmbeddingWindows:
             if window is None or window.version != version:
                 if window is not None:
                     self._forget(model, window.version)
-                window = _Window(version, projection, deque(maxlen=self.size))
+                reference = projection.reference_for(precision)
+                window = _Window(version, reference, deque(maxlen=self.size))
                 self._windows[model] = window
             window.values.append(point)
             self.metrics.embedding_window.labels(model, version).set(len(window.values))
@@ -87,13 +93,12 @@ class EmbeddingWindows:
         """Test every window with enough samples; publish and return the results."""
         with self._lock:
             todo = [
-                (name, w.version, w.projection, np.stack(w.values))
+                (name, w.version, w.reference, np.stack(w.values))
                 for name, w in self._windows.items()
                 if len(w.values) >= self.min_samples
             ]
         results: dict[str, MMDResult] = {}
-        for name, version, projection, current in todo:
-            reference = projection.reference
+        for name, version, reference, current in todo:
             if len(reference) > REFERENCE_SAMPLE:
                 picks = np.random.default_rng(0).choice(len(reference), REFERENCE_SAMPLE, False)
                 reference = reference[np.sort(picks)]

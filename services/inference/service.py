@@ -219,7 +219,9 @@ class InferenceService:
             m.brightness.labels(name).observe(item.brightness)
             point = None
             if pred.embedding is not None:
-                point = self.embeddings.add(name, model.version, model.projection, pred.embedding)
+                point = self.embeddings.add(
+                    name, model.version, model.projection, pred.embedding, model.backend.precision
+                )
             if self.predlog:
                 record = {
                     "ts": now,

@@ -2,14 +2,17 @@
 
 `embedding.npz` sits beside the ONNX model. It holds the mean and the principal axes fitted on
 penultimate-layer vectors of a spread sample of the *training* split, and those vectors already
-projected (`reference`). Serving projects each sampled request the same way, so drift is tested
-in 16-32 dimensions instead of the backbone's hundreds. Only NumPy is needed to read it.
+projected (`reference`); with an INT8 model, the same images through it, projected with the same
+axes (`reference_int8`), so an INT8 server is compared with what INT8 makes of the training data
+and quantization noise is not mistaken for drift. Serving projects each sampled request the same
+way, so drift is tested in 16-32 dimensions instead of the backbone's hundreds. Only NumPy is
+needed to read it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,13 @@ class Projection:
     components: np.ndarray  # (k, D)
     reference: np.ndarray  # (n, k)
     explained_variance_ratio: np.ndarray  # (k,)
+    reference_int8: np.ndarray | None = None  # (n, k), the same images through the INT8 model
+
+    def reference_for(self, precision: str) -> np.ndarray:
+        """The projected training sample as the model of `precision` computes it."""
+        if precision == "int8" and self.reference_int8 is not None:
+            return self.reference_int8
+        return self.reference
 
     @property
     def dims(self) -> int:
@@ -49,14 +59,21 @@ class Projection:
 
     def save(self, model_dir: str | os.PathLike[str]) -> Path:
         path = Path(model_dir) / EMBEDDING_FILE
+        extra = {} if self.reference_int8 is None else {"reference_int8": self.reference_int8}
         np.savez_compressed(
             path,
             mean=self.mean,
             components=self.components,
             reference=self.reference,
             explained_variance_ratio=self.explained_variance_ratio,
+            **extra,
         )
         return path
+
+
+def with_int8_reference(projection: Projection, vectors: np.ndarray) -> Projection:
+    """`projection` with the INT8 model's (n, D) embeddings of the same images added."""
+    return replace(projection, reference_int8=projection.project(vectors))
 
 
 def fit_projection(vectors: np.ndarray, dims: int = DEFAULT_COMPONENTS) -> Projection:
@@ -88,6 +105,9 @@ def load_projection(model_dir: str | os.PathLike[str]) -> Projection | None:
                 components=data["components"].astype(np.float32),
                 reference=data["reference"].astype(np.float32),
                 explained_variance_ratio=data["explained_variance_ratio"].astype(np.float32),
+                reference_int8=data["reference_int8"].astype(np.float32)
+                if "reference_int8" in data.files
+                else None,
             )
     except (OSError, KeyError, ValueError) as exc:
         raise ModelError(f"{path} is not a valid embedding reference: {exc}") from exc

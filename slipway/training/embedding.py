@@ -50,6 +50,22 @@ def last_pool(model: torch.nn.Module) -> torch.nn.Module | None:
     return pools[-1] if pools else None
 
 
+def add_int8_reference(
+    model_dir: str | os.PathLike[str], scan: DatasetScan, count: int = REFERENCE_IMAGES
+) -> Projection | None:
+    """Add the INT8 model's projected reference to the folder's embedding.npz (same images)."""
+    from slipway.contract.card import ONNX_INT8_FILE
+    from slipway.embedding.projection import load_projection, with_int8_reference
+
+    projection = load_projection(model_dir)
+    if projection is None:
+        return None
+    vectors = onnx_embeddings(model_dir, ONNX_INT8_FILE, scan, count)
+    updated = with_int8_reference(projection, vectors)
+    updated.save(model_dir)
+    return updated
+
+
 def with_embedding(model: torch.nn.Module, feature_map: bool = False) -> torch.nn.Module:
     """`model` wrapped to return (logits, embedding) from the same forward; with `feature_map`
     (the TorchScript export, for Grad-CAM) also the last convolutional feature map when the
@@ -93,6 +109,27 @@ def penultimate(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
         return with_embedding(model)(torch.from_numpy(inputs))[1].numpy()
 
 
+def onnx_embeddings(
+    model_dir: str | os.PathLike[str], onnx_file: str, scan: DatasetScan, count: int
+) -> np.ndarray:
+    """Embeddings of `count` training images (spread over the split) through one ONNX model."""
+    from pathlib import Path
+
+    from slipway.training.export import INPUT_NAME, onnx_session
+    from slipway.training.parity import batches, spread_samples
+
+    samples = spread_samples(scan, "train", count)
+    if len(samples) < 2:
+        raise ModelError("the train split has fewer than two images; no embedding reference")
+    session = onnx_session(Path(model_dir) / onnx_file)
+    return np.concatenate(
+        [
+            session.run([EMBEDDING_OUTPUT], {INPUT_NAME: inputs})[0]
+            for inputs, _ in batches(model_dir, scan, samples)
+        ]
+    )
+
+
 def reference_projection(
     model_dir: str | os.PathLike[str],
     scan: DatasetScan,
@@ -103,23 +140,10 @@ def reference_projection(
 
     The ONNX model, not eager torch, computes them: it is what serving runs.
     """
-    from pathlib import Path
-
-    from slipway.training.export import INPUT_NAME, onnx_session
-    from slipway.training.parity import batches, spread_samples
-
-    samples = spread_samples(scan, "train", count)
-    if len(samples) < 2:
-        raise ModelError("the train split has fewer than two images; no embedding reference")
-    session = onnx_session(Path(model_dir) / ONNX_FILE)
-    vectors = [
-        session.run([EMBEDDING_OUTPUT], {INPUT_NAME: inputs})[0]
-        for inputs, _ in batches(model_dir, scan, samples)
-    ]
-    projection = fit_projection(np.concatenate(vectors), dims)
+    projection = fit_projection(onnx_embeddings(model_dir, ONNX_FILE, scan, count), dims)
     log.info(
         "embedding reference: %d training images, %d -> %d dims (%.0f %% of variance)",
-        len(samples), projection.features, projection.dims,
+        len(projection.reference), projection.features, projection.dims,
         100 * float(projection.explained_variance_ratio.sum()),
     )  # fmt: skip
     return projection

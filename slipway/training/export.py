@@ -192,11 +192,14 @@ def export_model(
         }
         info["files"].append(EMBEDDING_FILE)
     if scan is not None and int8 is not None and int8.enabled:
+        from slipway.training.embedding import add_int8_reference
         from slipway.training.quantize import export_int8
 
         figures = export_int8(model_dir, scan, int8, batch_sizes)
         info.update(figures)
         info["files"].append(figures["int8"]["file"])
+        if add_int8_reference(model_dir, scan) is not None:
+            info["embedding"]["int8_reference"] = True
     info["serve_precision"] = served_precision(info)
     card.export = info
     card.save(model_dir)

@@ -73,8 +73,10 @@ def test_reference_and_projection_load_from_the_model_folder(trained_model: Path
     assert card.export["onnx_embedding_max_abs_diff"] < 1e-4
 
 
-def test_the_int8_qdq_model_keeps_the_embedding_output(model_copy: Path) -> None:
+def test_the_int8_qdq_model_keeps_the_embedding_output(model_copy: Path, demo_data: Path) -> None:
     from slipway.config.export import Int8Config
+    from slipway.data.scan import scan_dataset
+    from slipway.training.embedding import add_int8_reference
     from slipway.training.quantize import quantize_int8
 
     inputs = _inputs(model_copy, 16)
@@ -88,3 +90,13 @@ def test_the_int8_qdq_model_keeps_the_embedding_output(model_copy: Path) -> None
         (embedding * fp32).sum(1) / np.linalg.norm(embedding, axis=1) / np.linalg.norm(fp32, axis=1)
     )
     assert cosine.min() > 0.9  # the same features, quantized
+    # The INT8 model's own view of the training sample, projected with the same axes.
+    projection = add_int8_reference(model_copy, scan_dataset(demo_data, progress=False))
+    assert projection is not None and projection.reference_int8 is not None
+    loaded = load_projection(model_copy)
+    assert loaded is not None and loaded.reference_int8 is not None
+    assert loaded.reference_int8.shape == loaded.reference.shape
+    assert loaded.reference_for("int8") is loaded.reference_int8
+    assert loaded.reference_for("fp32") is loaded.reference
+    spread = float(loaded.reference.std())
+    assert 0 < float(np.abs(loaded.reference_int8 - loaded.reference).mean()) < 0.5 * spread
