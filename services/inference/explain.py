@@ -4,7 +4,7 @@ One explanation is `cells + 1` images (the original and one occluded copy per pa
 admitted as a block when the expected wait of the queue *ahead* of it is within a smaller
 budget than predictions get (`explain_queue_budget_ms`, by default a quarter), so as load grows
 explanations are refused with 503 + Retry-After while predictions are still served. The number
-of images is bounded by `explain_max_forwards`; asking for a finer grid than that is a 422.
+of images is bounded by `explain_max_forwards`; asking for a finer grid than that is a 400.
 Nothing of an explanation reaches the prediction metrics or the prediction log: its images are
 not traffic. With the torch backend, Grad-CAM of the top class is added (one more forward and
 backward on the inference thread).
@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.inference import occlusion
 from services.inference.backends import TorchBackend
-from services.inference.errors import UnavailableError, UnprocessableError
+from services.inference.errors import BadInputError, UnavailableError
 from services.inference.images import Prepared, prepare_many
 from services.inference.model import LoadedModel, ModelSlot
 from services.inference.overlay import overlay_png
@@ -75,7 +75,8 @@ def resolve_plan(
     service: InferenceService, model: LoadedModel, patch: int | None, stride: int | None
 ) -> occlusion.OcclusionPlan:
     """The request's patch and stride, else the settings', else an eighth of the input and half
-    a patch; 422 when invalid or when it needs more forwards than allowed."""
+    a patch; 400 when they do not fit this model's input or need more forwards than allowed
+    (what fits depends on the loaded model, not on the request's shape)."""
     settings = service.settings
     size = model.transform.image_size
     side = patch or settings.explain_patch or max(1, size // 8)
@@ -83,9 +84,9 @@ def resolve_plan(
     try:
         layout = occlusion.plan(size, side, step)
     except ValueError as exc:
-        raise UnprocessableError(str(exc)) from None
+        raise BadInputError(str(exc)) from None
     if layout.forwards > settings.explain_max_forwards:
-        raise UnprocessableError(
+        raise BadInputError(
             f"patch {side} with stride {step} on a {size}x{size} input needs {layout.forwards} "
             f"forwards; the limit is {settings.explain_max_forwards} (use a larger patch or "
             f"stride)"

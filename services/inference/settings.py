@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         ge=2,
         le=4096,
         description="Most images one explanation may run (occluded copies + the original); a "
-        "request asking for more gets 422.",
+        "request asking for more gets 400.",
     )
     explain_queue_budget_ms: float = Field(
         default=0.0,

@@ -105,14 +105,14 @@ def test_occlusion_highlights_the_region_that_decides_the_class(region_folder: P
         assert metric_value(text, "slipway_inference_predictions_total") == 0
 
 
-def test_a_grid_over_the_forward_limit_is_a_422(region_folder: Path) -> None:
+def test_a_grid_over_the_forward_limit_is_a_400(region_folder: Path) -> None:
     with ready_client(_settings(region_folder, explain_max_forwards=50)) as client:
         response = client.post(
             EXPLAIN_ROUTE + "?patch=2&stride=1",
             content=region_png(),
             headers={"Content-Type": "image/png"},
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert "limit is 50" in response.json()["error"]
         assert (
             client.post(
@@ -120,7 +120,7 @@ def test_a_grid_over_the_forward_limit_is_a_422(region_folder: Path) -> None:
                 content=region_png(),
                 headers={"Content-Type": "image/png"},
             ).status_code
-            == 422
+            == 400
         )
         ok = client.post(
             EXPLAIN_ROUTE + "?patch=8&stride=8",
