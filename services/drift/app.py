@@ -133,10 +133,11 @@ def create_app(settings: Settings) -> FastAPI:
     def summary(state: StateDep) -> dict[str, Any] | JSONResponse:
         if state.monitor is None or state.monitor.last is None:
             return _not_ready(state)
-        body = state.monitor.last.to_dict()
+        with state.lock:  # the count and the verdict of the same cycle, never a mix
+            body = state.monitor.last.to_dict()
+            body["records_read"] = state.monitor.records_read
+            body["invalid_records"] = state.monitor.invalid
         body["reference"] = state.settings.reference
-        body["records_read"] = state.monitor.records_read
-        body["invalid_records"] = state.monitor.invalid
         body["error"] = state.error or None
         return body
 
