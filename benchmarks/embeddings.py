@@ -4,7 +4,9 @@ ResNet-18 (random init) exported with its `embedding` output into a temporary fo
 `embedding.npz` reference fitted on synthetic photos. Three measurements, same machine, same run:
 
   forward         in-process: backend.forward (logits only) vs backend.infer (logits and
-                  embedding) + projecting every row (sample rate 1, the worst case), batch 8
+                  embedding) + projecting every row (sample rate 1, the worst case), batch 8;
+                  and the per-image cost of EmbeddingWindows.add (sampling, projection,
+                  ring buffer, gauge) at sample rate 1
   service         `python -m services.inference`, closed loop of raw-body uploads, embedding
                   capture off (sample rate 0) vs on at the default rate and at rate 1;
                   alternated over `--rounds`
@@ -94,6 +96,24 @@ def forward_cost(model_dir: Path, threads: int, seconds: float) -> dict[str, flo
     return {name: done[name] / spent[name] for name in done}
 
 
+def capture_overhead_us(model_dir: Path, count: int = 20000) -> float:
+    """Microseconds per served image of what the service adds on the event loop at sample
+    rate 1: sampling, projection, ring buffer and gauge (`EmbeddingWindows.add`)."""
+    from services.inference.embeddings import EmbeddingWindows
+    from services.inference.metrics import Metrics
+    from services.inference.settings import Settings
+    from slipway.embedding.projection import load_projection
+
+    projection = load_projection(model_dir)
+    windows = EmbeddingWindows(Settings(embedding_sample_rate=1.0), Metrics())
+    vectors = np.random.default_rng(0).standard_normal((count, projection.features))
+    vectors = vectors.astype(np.float32)
+    began = time.perf_counter()
+    for vector in vectors:
+        windows.add("bench", "1", projection, vector)
+    return (time.perf_counter() - began) / count * 1e6
+
+
 def explain_latency(url: str, image: bytes, count: int) -> dict[str, float]:
     times, body = [], {}
     for _ in range(count):
@@ -124,6 +144,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--explain", type=int, default=3, help="explanations timed")
+    parser.add_argument("--rates", default="0,0.1,1", help="capture rates; the first is the base")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="slipway-bench-emb-"))
     model_dir = make_model(work / "model", args.image_size)
@@ -139,6 +160,13 @@ def main() -> None:
         f"{rates['embedding']:.1f} img/s ({cost:+.1f} % cost)",
         flush=True,
     )
+    overhead = capture_overhead_us(model_dir)
+    per_image_us = 1e6 / rates["logits"]
+    print(
+        f"capture on the event loop: {overhead:.1f} us per sampled image "
+        f"({100 * overhead / per_image_us:.2f} % of the {per_image_us / 1000:.1f} ms forward)",
+        flush=True,
+    )
     runs: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
         servers = {
@@ -152,7 +180,7 @@ def main() -> None:
                     **PINNED,
                 )
             )
-            for rate in (0.0, 0.1, 1.0)
+            for rate in [float(r) for r in args.rates.split(",")]
         }
         for round_no in range(args.rounds):
             for rate, server in servers.items():
@@ -165,8 +193,10 @@ def main() -> None:
                     f"p50 {result['p50_ms']:6.1f} ms",
                     flush=True,
                 )
-        explained = explain_latency(servers[0.1].url, image_path.read_bytes(), args.explain)
-    base = float(np.mean(runs["rate 0"]))
+        explained = explain_latency(
+            list(servers.values())[-1].url, image_path.read_bytes(), args.explain
+        )
+    base = float(np.mean(next(iter(runs.values()))))
     for name, values in runs.items():
         mean = float(np.mean(values))
         change = 100 * (mean / base - 1)
