@@ -27,9 +27,11 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A resnet18 trained for two epochs on the demo subset, evaluated and exported."""
+    """A resnet18 trained for two epochs on the demo subset, evaluated and exported (with its
+    embedding reference)."""
 
     from slipway.config.training import TrainConfig
+    from slipway.data.scan import scan_dataset
     from slipway.training.evaluation import evaluate
     from slipway.training.export import export_model
     from slipway.training.loop import train
@@ -39,7 +41,8 @@ def trained_model(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     config = TrainConfig(arch="resnet18", epochs=2, batch_size=64, lr=3e-3, seed=0)
     train(demo_data, out, config)
     evaluate(out, demo_data, "test")
-    export_model(out, parity_inputs(out, demo_data, 16), batch_sizes=(1, 4))
+    scan = scan_dataset(demo_data, progress=False)
+    export_model(out, parity_inputs(out, scan, 16), batch_sizes=(1, 4), scan=scan)
     return out
 
 

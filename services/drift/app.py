@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.drift.embedding import load_embedding_reference
 from services.drift.metrics import DriftMetrics
 from services.drift.monitor import DriftMonitor
 from services.drift.reference import reference_ref, resolve_reference
@@ -69,8 +70,10 @@ class State:
             log.warning("cannot refresh the reference from %s: %s", s.reference, exc)
             return
         if reference != self.monitor.reference:
+            embedding = load_embedding_reference(s.reference, s.mlflow_tracking_uri)
             with self.lock:
                 self.monitor.set_reference(reference)
+                self.monitor.embeddings.reference = embedding
             log.info("%s now points to another reference; using it", s.reference)
 
     async def loop(self) -> None:
@@ -130,10 +133,11 @@ def create_app(settings: Settings) -> FastAPI:
     def summary(state: StateDep) -> dict[str, Any] | JSONResponse:
         if state.monitor is None or state.monitor.last is None:
             return _not_ready(state)
-        body = state.monitor.last.to_dict()
+        with state.lock:  # the count and the verdict of the same cycle, never a mix
+            body = state.monitor.last.to_dict()
+            body["records_read"] = state.monitor.records_read
+            body["invalid_records"] = state.monitor.invalid
         body["reference"] = state.settings.reference
-        body["records_read"] = state.monitor.records_read
-        body["invalid_records"] = state.monitor.invalid
         body["error"] = state.error or None
         return body
 

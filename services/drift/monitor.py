@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from services.drift import stats
+from services.drift.embedding import EmbeddingDrift, load_embedding_reference
 from services.drift.logreader import Position, RotatingLogReader
 from services.drift.reference import resolve_reference
 from services.drift.settings import Settings
@@ -63,6 +64,7 @@ class Evaluation:
     min_records: int
     features: dict[str, FeatureResult] = field(default_factory=dict)
     version: str = ""
+    embedding: dict[str, Any] | None = None  # the MMD test of logged embeddings, if any
 
     @property
     def judged(self) -> bool:
@@ -88,6 +90,7 @@ class Evaluation:
                 name: {key: clean(value) for key, value in asdict(result).items()}
                 for name, result in self.features.items()
             },
+            "embedding": self.embedding,
         }
 
 
@@ -145,12 +148,17 @@ class DriftMonitor:
         self.invalid = 0
         self.last: Evaluation | None = None
         self.last_window: Window | None = None
+        self.embeddings = EmbeddingDrift(settings.window, settings.embedding_pvalue)
         self._load_state()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DriftMonitor:
         """A monitor judging against the reference `settings` names (file, folder or models:/)."""
-        return cls(resolve_reference(settings.reference, settings.mlflow_tracking_uri), settings)
+        monitor = cls(resolve_reference(settings.reference, settings.mlflow_tracking_uri), settings)
+        monitor.embeddings.reference = load_embedding_reference(
+            settings.reference, settings.mlflow_tracking_uri
+        )
+        return monitor
 
     def set_reference(self, reference: dict[str, Any]) -> None:
         """Judge against another reference from now on (the window is kept)."""
@@ -178,11 +186,12 @@ class DriftMonitor:
         parsed = [(parse_record(line, self.classes), line) for line in lines]
         if len(self.readers) > 1:  # several writers: newest last, by the records' timestamps
             parsed.sort(key=lambda item: _timestamp(item[1]))
-        for record, _ in parsed:
+        for record, line in parsed:
             if record is None:
                 self.invalid += 1
                 continue
             self.window.append(record)
+            self.embeddings.observe(line)
             added += 1
         self.records_read += added
         return added
@@ -222,6 +231,7 @@ class DriftMonitor:
             result.features["predicted_class"] = FeatureResult(
                 score=score, threshold=s.psi_threshold, detected=score > s.psi_threshold
             )
+        result.embedding = self.embeddings.evaluate()
         self.last, self.last_window = result, window
         return result
 

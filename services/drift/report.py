@@ -129,6 +129,29 @@ def _source(s: Settings) -> str:
     return f"prediction log {s.prediction_log_path}, the newest {s.window} records"
 
 
+def embedding_section(result: dict | None) -> str:
+    """The MMD test of logged embeddings: a line saying why there is none, or its table."""
+    if result is None:
+        return (
+            "<h2>Embedding drift</h2><p>Not tested: the log holds too few embeddings of the "
+            "served version, or the reference model has no embedding.npz.</p>"
+        )
+    state = "DRIFT" if result["detected"] else "ok"
+    color = "#b00020" if result["detected"] else "#2e7d32"
+    return (
+        "<h2>Embedding drift</h2>"
+        "<p>MMD two-sample test (RBF kernel, median bandwidth, permutation p-value) of the "
+        "projected penultimate-layer embeddings logged for the newest version, against the "
+        "training sample of the reference model.</p>"
+        "<table><tr><th>version</th><th>MMD&#178;</th><th>p-value</th><th>threshold</th>"
+        "<th>logged points</th><th>reference points</th><th>state</th></tr>"
+        f"<tr><td>{html.escape(str(result['version']))}</td><td>{_fmt(result['mmd2'], 4)}</td>"
+        f"<td>{_fmt(result['p_value'])}</td><td>{_fmt(result['threshold'])}</td>"
+        f"<td>{result['points']}</td><td>{result['reference_points']}</td>"
+        f'<td style="color:{color};font-weight:bold">{state}</td></tr></table>'
+    )
+
+
 def render_report(monitor: DriftMonitor, evaluation: Evaluation, source: str = "") -> str:
     """The whole page as one HTML string."""
     rows = []
@@ -172,6 +195,7 @@ mean confidence drop &gt; {s.confidence_drop}.</p>
 <table><tr><th>feature</th><th>PSI</th><th>KS p-value</th><th>PSI threshold</th>
 <th>reference mean</th><th>current mean</th><th>state</th></tr>
 {"".join(rows)}</table>
+{embedding_section(evaluation.embedding)}
 {plots}
 </body></html>
 """

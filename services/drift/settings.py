@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     confidence_drop: float = Field(
         0.1, gt=0, lt=1, description="Mean confidence this far below the reference is drift."
     )
+    embedding_pvalue: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="MMD p-value of logged embeddings vs the reference's below which the "
+        "report shows embedding drift (the alert uses the service's own gauge).",
+    )
     state_path: Path | None = Field(
         None, description="Checkpoint of read offsets and the window, to resume after restarts."
     )

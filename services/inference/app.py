@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from services.inference import routes_kserve, routes_ops, routes_v1, routes_v2
+from services.inference import routes_explain, routes_kserve, routes_ops, routes_v1, routes_v2
 from services.inference.admission import AdmissionMiddleware
 from services.inference.dataplane import DataPlane, server_version
 from services.inference.errors import install_handlers
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.fault_injection:
         app.include_router(routes_ops.admin)
     app.include_router(routes_v1.router)
+    app.include_router(routes_explain.router)
     app.include_router(routes_kserve.router)
     app.include_router(routes_v2.health)
     app.include_router(routes_v2.router)

@@ -1,7 +1,9 @@
 """Model runtimes: onnxruntime and OpenVINO (both read the ONNX files, no torch), and
 TorchScript (optional, for CUDA: FP32, or FP16 with channels-last tensors for tensor cores).
 
-A backend turns a float32 (N, C, H, W) batch into float32 (N, K) logits. It is called from one
+A backend turns a float32 (N, C, H, W) batch into float32 (N, K) logits (`forward`), and with
+`infer` also into the (N, D) penultimate-layer embedding of the same forward when the model
+exports one (the `embedding` output; older models have none). It is called from one
 inference thread only: PyTorch and onnxruntime both slow down badly when forwards come from
 several threads on a small machine. The ONNX runtimes serve either precision: `fp32` reads
 model.onnx, `int8` the quantized model.int8.onnx (QDQ) written by the export.
@@ -16,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from slipway.contract.card import ONNX_FILE, ONNX_INT8_FILE, TORCHSCRIPT_FILE
+from slipway.embedding.projection import EMBEDDING_OUTPUT
 from slipway.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class Backend(Protocol):
     precision: str
 
     def forward(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 class OnnxBackend:
@@ -91,9 +96,15 @@ class OnnxBackend:
         names = [i.name for i in self.session.get_inputs()]
         if INPUT_NAME not in names:
             raise ModelError(f"{path} has no input named {INPUT_NAME!r} (inputs: {names})")
+        outputs = {o.name for o in self.session.get_outputs()}
+        self._outputs = [OUTPUT_NAME, *([EMBEDDING_OUTPUT] if EMBEDDING_OUTPUT in outputs else [])]
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        results = self.session.run(self._outputs, {INPUT_NAME: batch})
+        return results[0], (results[1] if len(results) > 1 else None)
 
 
 class OpenVinoBackend:
@@ -138,11 +149,23 @@ class OpenVinoBackend:
             raise ModelError(f"{path} has no input named {INPUT_NAME!r} (inputs: {names})")
         self.request = self.compiled.create_infer_request()
         self._output = self.compiled.output(OUTPUT_NAME)
+        outputs = {name for port in self.compiled.outputs for name in port.get_names()}
+        self._embedding = (
+            self.compiled.output(EMBEDDING_OUTPUT) if EMBEDDING_OUTPUT in outputs else None
+        )
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         result = self.request.infer({INPUT_NAME: batch}, share_inputs=True)
-        # The request reuses its output buffer on the next call: hand out a copy.
+        # The request reuses its output buffers on the next call: hand out a copy.
         return np.array(result[self._output], dtype=np.float32, copy=True)
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        result = self.request.infer({INPUT_NAME: batch}, share_inputs=True)
+        # The request reuses its output buffers on the next call: hand out copies.
+        logits = np.array(result[self._output], dtype=np.float32, copy=True)
+        if self._embedding is None:
+            return logits, None
+        return logits, np.array(result[self._embedding], dtype=np.float32, copy=True)
 
 
 class TorchBackend:
@@ -185,11 +208,35 @@ class TorchBackend:
             raise ModelError(f"cannot load {path}: {exc}") from exc
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
+        return self.infer(batch)[0]
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """model.ts returns (logits, embedding, feature map); one exported before embeddings,
+        logits only."""
         torch = self._torch
         with torch.inference_mode():
             inputs = torch.from_numpy(batch).to(self.device, non_blocking=True)
             inputs = inputs.to(self._dtype).contiguous(memory_format=self._layout)
-            return self.module(inputs).float().cpu().numpy()
+            out = self.module(inputs)
+            if isinstance(out, tuple | list):
+                return out[0].float().cpu().numpy(), out[1].float().cpu().numpy()
+            return out.float().cpu().numpy(), None
+
+    def gradcam(self, array: np.ndarray, index: int) -> np.ndarray | None:
+        """Grad-CAM of class `index` for one (C, H, W) input: the last feature map weighted by
+        the spatial mean of the class logit's gradient, ReLU'd; (h, w) at the map's resolution.
+        None when model.ts exports no feature map (an older export, or no pooling module)."""
+        torch = self._torch
+        with torch.enable_grad():
+            inputs = torch.from_numpy(array[None]).to(self.device, self._dtype)
+            out = self.module(inputs.contiguous(memory_format=self._layout))
+            if not isinstance(out, tuple | list) or len(out) < 3 or not out[2].requires_grad:
+                return None
+            logits, _, fmap = out[0], out[1], out[2]
+            (grad,) = torch.autograd.grad(logits[0, index], fmap)
+            weights = grad.mean(dim=(2, 3), keepdim=True)
+            cam = torch.relu((weights * fmap).sum(dim=1))[0]
+        return cam.detach().float().cpu().numpy()
 
 
 def load_backend(

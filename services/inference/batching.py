@@ -42,6 +42,7 @@ class Prediction:
     logits: np.ndarray
     probs: np.ndarray
     model: LoadedModel
+    embedding: np.ndarray | None = None
 
 
 @dataclass
@@ -102,8 +103,10 @@ class InferenceWorker:
         max_queue: int = 256,
         timeout_s: float = 30.0,
         budget_s: float = 0.0,
+        embeddings: bool = False,
     ) -> None:
         self.metrics = metrics
+        self.embeddings = embeddings  # fetch the embedding output with the logits
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
@@ -136,21 +139,35 @@ class InferenceWorker:
         queue ahead and these images at the recent cost per image."""
         return self.loop_lag_s + (self.pending + self._running + count) * self.image_cost_s
 
-    def admit(self, slot: ModelSlot, count: int) -> None:
+    def admit(
+        self,
+        slot: ModelSlot,
+        count: int,
+        budget_s: float | None = None,
+        reason: str = "over_budget",
+        ahead_only: bool = False,
+    ) -> None:
         """Reserve room for `count` images or refuse now with 503 (over the time budget, queue
-        full or draining)."""
+        full or draining).
+
+        `budget_s` replaces the queue-wait budget (explanations pass a smaller one, so they are
+        shed before predictions) and `reason` is the rejection's label when it is exceeded.
+        `ahead_only` judges the wait until the first of the images starts, not the last: an
+        explanation's own images are bounded by their own limit, the queue ahead by this one.
+        """
+        budget = self.budget_s if budget_s is None else budget_s
         with self._cv:
             if self._closing:
                 self.metrics.rejected.labels(slot.name, "draining").inc()
                 raise UnavailableError("the server is shutting down", reason="draining")
-            wait = self.expected_wait_s(count)
-            if self.budget_s and wait > self.budget_s:
-                self.metrics.rejected.labels(slot.name, "over_budget").inc()
+            wait = self.expected_wait_s(1 if ahead_only else count)
+            if budget and wait > budget:
+                self.metrics.rejected.labels(slot.name, reason).inc()
                 raise UnavailableError(
                     f"overloaded: expected wait {wait * 1000:.0f} ms exceeds the budget of "
-                    f"{self.budget_s * 1000:.0f} ms",
-                    reason="over_budget",
-                    retry_after=max(1, math.ceil(wait - self.budget_s)),
+                    f"{budget * 1000:.0f} ms",
+                    reason=reason,
+                    retry_after=max(1, math.ceil(wait - budget)),
                 )
             if self.pending + count > self.max_queue:
                 self.metrics.rejected.labels(slot.name, "queue_full").inc()
@@ -336,7 +353,10 @@ class InferenceWorker:
                 self._stalled = self.fault.seconds
             inputs = np.stack([i.array for i in items])
             began = time.perf_counter()
-            logits = model.backend.forward(inputs)
+            if self.embeddings:
+                logits, embeddings = model.backend.infer(inputs)
+            else:
+                logits, embeddings = model.backend.forward(inputs), None
             took = time.perf_counter() - began
             self._learn_cost(items)
             self.metrics.model_duration.labels(slot.name).observe(took)
@@ -347,6 +367,12 @@ class InferenceWorker:
             error = InferenceError(f"inference failed: {exc}")
             return [(i.future, None, error) for i in items]
         return [
-            (item.future, Prediction(logits[n], probs[n], model), None)
+            (
+                item.future,
+                Prediction(
+                    logits[n], probs[n], model, None if embeddings is None else embeddings[n]
+                ),
+                None,
+            )
             for n, item in enumerate(items)
         ]

@@ -31,11 +31,13 @@ GRPC_ROUTE = "grpc"  # the route label of gRPC ModelInfer calls
 KSERVE_PREDICT_ROUTE = "/v1/models/{name}:predict"
 OIP_INFER_ROUTE = "/v2/models/{name}/infer"
 PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, OIP_INFER_ROUTE, GRPC_ROUTE)
+EXPLAIN_ROUTE = "/v1/explain"  # metered apart: many forwards per request, no prediction traffic
 CODE_CLASSES = ("2xx", "4xx", "5xx")
-REJECT_REASONS = ("queue_full", "over_budget", "draining", "timeout")
+REJECT_REASONS = ("queue_full", "over_budget", "draining", "timeout", "explain_shed")
 PRODUCTION, CANARY = "production", "canary"  # the `variant` label: which model answered
 SHADOW_RESULTS = ("agree", "disagree", "error", "shed")
 DELTA_BUCKETS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))  # -1.0 .. 1.0
+EMBEDDING_STATS = ("mmd", "p_value")
 
 
 class Metrics:
@@ -84,7 +86,8 @@ class Metrics:
         )
         self.rejected = Counter(
             p + "rejected_total",
-            "Requests refused with 503 (queue_full, over_budget, draining, timeout).",
+            "Requests refused with 503 (queue_full, over_budget, draining, timeout; "
+            "explain_shed: an explanation over its smaller budget).",
             ["model", "reason"], registry=r,
         )  # fmt: skip
         # The drift inputs, per loaded version (see `set_drift_version`).
@@ -123,12 +126,21 @@ class Metrics:
         self.predlog_written = Counter(
             p + "prediction_log_written", "Prediction log records written.", registry=r
         )
+        self.embedding_drift = Gauge(
+            p + "embedding_drift", "MMD^2 of served vs training embeddings (stat=mmd) and its "
+            "permutation p-value (stat=p_value), per model version.",
+            ["model", "version", "stat"], registry=r,
+        )  # fmt: skip
+        self.embedding_window = Gauge(
+            p + "embedding_window_size", "Projected embeddings held for the drift test.",
+            ["model", "version"], registry=r,
+        )  # fmt: skip
         self._info_labels: dict[str, tuple[str, ...]] = {}
         self._drift_children: dict[tuple[str, str], tuple[Any, Any, Any, dict[str, Any]]] = {}
 
     def init_model(self, model: str, classes: list[str], variant: str = PRODUCTION) -> None:
         """Create the label sets of one served model at 0, so rate() queries see a series."""
-        for route in PREDICT_ROUTES:
+        for route in (*PREDICT_ROUTES, EXPLAIN_ROUTE):
             for code in CODE_CLASSES:
                 self.requests.labels(model, route, code, variant)
             self.request_duration.labels(model, route, variant)

@@ -15,6 +15,7 @@ from services.inference.runtime import RuntimeOptions, candidates, open_candidat
 from services.inference.source import ModelSource, Resolved
 from slipway.contract.card import ModelCard, load_card
 from slipway.contract.preprocessing import Preprocessing
+from slipway.embedding.projection import Projection, load_projection
 from slipway.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class LoadedModel:
     candidates: list[Backend] = field(default_factory=list)
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
     autotune: list[dict[str, Any]] = field(default_factory=list)
+    projection: Projection | None = None  # embedding.npz: the embedding drift reference
 
     @property
     def version(self) -> str:
@@ -116,7 +118,14 @@ def load_version(
         served_name, resolved.version, card.arch, names, options.threads,
     )  # fmt: skip
     return LoadedModel(
-        served_name, card, opened[0], resolved, folder, candidates=opened, options=options
+        served_name,
+        card,
+        opened[0],
+        resolved,
+        folder,
+        candidates=opened,
+        options=options,
+        projection=load_projection(folder),
     )
 
 

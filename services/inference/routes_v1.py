@@ -26,7 +26,7 @@ RAW_BODY_LABEL = "body"  # the `file` of a prediction whose image was the raw re
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 500, 503)
 }
-_MULTIPART_BODY = {
+MULTIPART_BODY = {
     "requestBody": {
         "required": True,
         "content": {
@@ -78,7 +78,7 @@ async def list_models(service: Service) -> dict[str, Any]:
     "/predict",
     response_model=PredictResponse,
     responses=ERRORS,
-    openapi_extra=_MULTIPART_BODY,
+    openapi_extra=MULTIPART_BODY,
 )
 async def predict(
     request: Request,
@@ -91,7 +91,7 @@ async def predict(
     mode the staging model may answer (`model`, header `X-Slipway-Variant: canary`)."""
     began = time.perf_counter()
     slot, routed = service.variants.route(request.scope, service.slot(model))
-    payloads = await _read_files(request, service.worker.max_queue)
+    payloads = await read_files(request, service.worker.max_queue)
     answer = await service.predict_files(slot, payloads, "/v1/predict")
     routed.version = answer.model.version
     classes = answer.model.classes
@@ -120,7 +120,8 @@ async def predict(
     }
 
 
-async def _read_files(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+async def read_files(request: Request, max_files: int) -> list[tuple[str, bytes]]:
+    """The uploaded images of a v1 request: multipart field `files` or the raw body."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media.startswith("image/") or media == "application/octet-stream":

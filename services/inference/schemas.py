@@ -48,6 +48,30 @@ class PredictResponse(BaseModel):
     latency_ms: float
 
 
+class ExplainResponse(BaseModel):
+    model: str
+    version: str
+    top_class: str
+    confidence: float
+    method: str = Field(description="occlusion: the top class's probability drop per patch.")
+    patch: int = Field(description="Patch side in model-input pixels.")
+    stride: int = Field(description="Step between patches in model-input pixels.")
+    forwards: int = Field(description="Images run through the model (occluded copies + 1).")
+    grid: list[list[float]] = Field(
+        description="Probability drop of the top class per patch position, rows top to bottom."
+    )
+    grid_origin: list[int] = Field(description="Pixel offset of each row (and column) of `grid`.")
+    overlay_png: str = Field(description="Base64 PNG: the map drawn over the model's input.")
+    gradcam: dict[str, Any] | None = Field(
+        default=None,
+        description="With the torch backend: Grad-CAM of the top class on the last feature "
+        "map (`grid`, at the map's resolution) and its `overlay_png`; otherwise null.",
+    )
+    width: int
+    height: int
+    latency_ms: float
+
+
 class ModelsResponse(BaseModel):
     models: list[str] = Field(description="Served model names (KServe V1 list models).")
     default: str = Field(description="The model `/v1/predict` uses without `?model=`.")

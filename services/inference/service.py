@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.inference.admission import LoopLag
 from services.inference.batching import InferenceWorker, Prediction
+from services.inference.embeddings import EmbeddingWindows
 from services.inference.errors import ModelNotFoundError, UnavailableError
 from services.inference.images import Prepared, prepare_many
 from services.inference.metrics import CANARY, PRODUCTION, Metrics
@@ -69,8 +70,10 @@ class InferenceService:
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
             budget_s=settings.admission_budget_s,
+            embeddings=settings.embedding_sample_rate > 0,
         )
         self.loop_lag = LoopLag(self.worker)
+        self.embeddings = EmbeddingWindows(settings, metrics)
         self.loader = Loader(settings, self.worker, metrics)
         cache = settings.model_cache_dir
         main_source = ModelSource(settings.model_source, settings.mlflow_tracking_uri, cache)
@@ -116,6 +119,17 @@ class InferenceService:
         for slot in self.slots.values():
             task = asyncio.create_task(self._follow(slot), name=f"follow-{slot.name}")
             self._tasks.append(task)
+        if self.embeddings.enabled:
+            self._tasks.append(asyncio.create_task(self._test_embeddings(), name="embedding-mmd"))
+
+    async def _test_embeddings(self) -> None:
+        """Run the embedding drift test every interval, off the loop and the inference thread."""
+        while True:
+            await asyncio.sleep(self.settings.embedding_drift_interval_s)
+            try:
+                await asyncio.to_thread(self.embeddings.evaluate)
+            except Exception:
+                log.exception("embedding drift test failed")
 
     async def _follow(self, slot: ModelSlot) -> None:
         await self.loader.follow(slot, lambda: self.draining)
@@ -205,15 +219,19 @@ class InferenceService:
     ) -> Answer:
         predictions = await self.worker.submit(slot, [p.array for p in inputs])
         variant = self.variants.variant_of(slot.name)
-        self._observe(inputs, predictions)
-        self._log(inputs, predictions, route, variant, (time.perf_counter() - began) * 1000)
+        points = self._observe(inputs, predictions)
+        self._log(inputs, predictions, points, route, variant, began)
         if self.variants.shadows(slot):
             self.variants.shadow(predictions, inputs, payloads)
         return Answer(predictions[0].model, inputs, predictions, variant)
 
-    def _observe(self, inputs: list[Prepared], predictions: list[Prediction]) -> None:
-        """The prediction metrics of the model that answered."""
+    def _observe(
+        self, inputs: list[Prepared], predictions: list[Prediction]
+    ) -> list[np.ndarray | None]:
+        """The prediction metrics of the model that answered, and the embedding windows; the
+        projected embedding of each sampled prediction (None where not sampled)."""
         m = self.metrics
+        points: list[np.ndarray | None] = []
         for item, pred in zip(inputs, predictions, strict=True):
             model = pred.model
             top = int(np.argmax(pred.probs))
@@ -221,34 +239,45 @@ class InferenceService:
                 model.served_name, model.version, model.classes[top], float(pred.probs[top]),
                 (item.brightness, item.contrast),
             )  # fmt: skip
+            point = None
+            if pred.embedding is not None:
+                point = self.embeddings.add(
+                    model.served_name, model.version, model.projection, pred.embedding,
+                    model.backend.precision,
+                )  # fmt: skip
+            points.append(point)
+        return points
 
     def _log(
         self,
         inputs: list[Prepared],
         predictions: list[Prediction],
+        points: list[np.ndarray | None],
         route: str,
         variant: str,
-        latency_ms: float,
+        began: float,
     ) -> None:
         if not self.predlog:
             return
         now = time.time()
-        for item, pred in zip(inputs, predictions, strict=True):
+        latency_ms = (time.perf_counter() - began) * 1000
+        for item, pred, point in zip(inputs, predictions, points, strict=True):
             model = pred.model
             top = int(np.argmax(pred.probs))
-            self.predlog.write(
-                {
-                    "ts": now,
-                    "model": model.served_name,
-                    "variant": variant,
-                    "version": model.version,
-                    "route": route,
-                    "top_class": model.classes[top],
-                    "confidence": round(float(pred.probs[top]), 6),
-                    "latency_ms": round(latency_ms, 3),
-                    "width": item.width,
-                    "height": item.height,
-                    "brightness": round(item.brightness, 6),
-                    "contrast": round(item.contrast, 6),
-                }
-            )
+            record = {
+                "ts": now,
+                "model": model.served_name,
+                "variant": variant,
+                "version": model.version,
+                "route": route,
+                "top_class": model.classes[top],
+                "confidence": round(float(pred.probs[top]), 6),
+                "latency_ms": round(latency_ms, 3),
+                "width": item.width,
+                "height": item.height,
+                "brightness": round(item.brightness, 6),
+                "contrast": round(item.contrast, 6),
+            }
+            if point is not None:  # a sampled request: its projected embedding
+                record["embedding"] = [round(float(v), 4) for v in point]
+            self.predlog.write(record)

@@ -139,6 +139,46 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         default=10.0, ge=0, description="After SIGTERM: seconds served while reporting not ready."
     )
+    embedding_sample_rate: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of served images whose projected embedding is kept for the embedding "
+        "drift test; 0: no capture (the backend then fetches the logits only).",
+    )
+    embedding_window: int = Field(
+        default=500, ge=10, le=10_000, description="Projected embeddings kept per model version."
+    )
+    embedding_min_samples: int = Field(
+        default=100, ge=10, description="Embeddings a version needs before it is tested."
+    )
+    embedding_drift_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between embedding drift tests (MMD)."
+    )
+    embedding_permutations: int = Field(
+        default=200, ge=20, le=5000, description="Permutations of the MMD test's p-value."
+    )
+    explain_patch: int = Field(
+        default=0,
+        ge=0,
+        description="Occlusion patch side in model-input pixels; 0: an eighth of the input.",
+    )
+    explain_stride: int = Field(
+        default=0, ge=0, description="Occlusion stride in model-input pixels; 0: half the patch."
+    )
+    explain_max_forwards: int = Field(
+        default=256,
+        ge=2,
+        le=4096,
+        description="Most images one explanation may run (occluded copies + the original); a "
+        "request asking for more gets 400.",
+    )
+    explain_queue_budget_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Longest expected queue wait an explanation is admitted with (it is shed "
+        "before predictions); 0: a quarter of the prediction budget.",
+    )
     model_cache_dir: str = "/tmp/slipway-models"
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     fault_injection: bool = False
@@ -171,6 +211,11 @@ class Settings(BaseSettings):
     def admission_budget_s(self) -> float:
         """The queue-wait budget in seconds, derived from the latency SLO when not set."""
         return (self.queue_budget_ms or 0.8 * self.latency_slo_ms) / 1000.0
+
+    @property
+    def explain_budget_s(self) -> float:
+        """The explanations' queue-wait budget: below the predictions' so they are shed first."""
+        return self.explain_queue_budget_ms / 1000.0 or 0.25 * self.admission_budget_s
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:

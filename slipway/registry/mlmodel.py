@@ -27,6 +27,7 @@ from typing import Any
 import slipway
 from slipway.contract.card import CARD_FILE, ONNX_FILE, ModelCard, load_card
 from slipway.contract.mlmodel import CODE_DIR, MLMODEL_FILE, PYFUNC_LOADER
+from slipway.embedding.projection import EMBEDDING_FILE
 from slipway.errors import ModelError
 from slipway.pyfunc import INPUT_COLUMN
 from slipway.registry.tracking import (
@@ -41,7 +42,14 @@ from slipway.registry.tracking import (
 log = logging.getLogger(__name__)
 
 MODEL_TYPE = "image-classifier"
-FOLDER_FILES = ("model.pt", "model.ts", "reference.json", "report.json", "report.md")
+FOLDER_FILES = (
+    "model.pt",
+    "model.ts",
+    "reference.json",
+    "report.json",
+    "report.md",
+    EMBEDDING_FILE,
+)
 CONFUSION_PNG = "confusion_matrix.png"
 REPORT_JSON = "report.json"
 # What `code/` carries: the pyfunc loader and the torch-free modules it imports.

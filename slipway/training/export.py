@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slipway.contract.card import ONNX_FILE, TORCHSCRIPT_FILE, load_card, served_precision
+from slipway.embedding.projection import EMBEDDING_FILE, EMBEDDING_OUTPUT
 from slipway.errors import ModelError
 
 if TYPE_CHECKING:
@@ -25,13 +26,15 @@ OPSET = 17
 
 
 def export_onnx(model_dir: str | os.PathLike[str]) -> Path:
-    """Write model.onnx with a dynamic batch axis."""
+    """Write model.onnx with a dynamic batch axis and two outputs: `logits` first (what every
+    client reads) and `embedding`, the penultimate-layer features of the same forward."""
     import torch
 
+    from slipway.training.embedding import with_embedding
     from slipway.training.models import load_trained
 
     card = load_card(model_dir)
-    model = load_trained(model_dir)
+    model = with_embedding(load_trained(model_dir))
     dummy = torch.zeros((2, *card.transform.input_shape), dtype=torch.float32)
     path = Path(model_dir) / ONNX_FILE
     torch.onnx.export(
@@ -39,8 +42,12 @@ def export_onnx(model_dir: str | os.PathLike[str]) -> Path:
         (dummy,),
         str(path),
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        output_names=[OUTPUT_NAME, EMBEDDING_OUTPUT],
+        dynamic_axes={
+            INPUT_NAME: {0: "batch"},
+            OUTPUT_NAME: {0: "batch"},
+            EMBEDDING_OUTPUT: {0: "batch"},
+        },
         opset_version=OPSET,
         dynamo=False,
     )
@@ -51,13 +58,15 @@ def export_onnx(model_dir: str | os.PathLike[str]) -> Path:
 
 
 def export_torchscript(model_dir: str | os.PathLike[str]) -> Path:
-    """Write model.ts (traced TorchScript) for the torch serving backend."""
+    """Write model.ts (traced TorchScript returning `(logits, embedding[, feature_map])`) for
+    the torch serving backend; the feature map is what its Grad-CAM differentiates."""
     import torch
 
+    from slipway.training.embedding import with_embedding
     from slipway.training.models import load_trained
 
     card = load_card(model_dir)
-    model = load_trained(model_dir)
+    model = with_embedding(load_trained(model_dir), feature_map=True)
     dummy = torch.zeros((1, *card.transform.input_shape), dtype=torch.float32)
     with torch.inference_mode():
         traced = torch.jit.trace(model, dummy)
@@ -79,24 +88,28 @@ def onnx_session(path: str | os.PathLike[str], threads: int = 0) -> Any:
 
 
 def parity(model_dir: str | os.PathLike[str], inputs: np.ndarray) -> dict[str, float]:
-    """Max absolute difference of ONNX and TorchScript logits against eager torch on `inputs`."""
+    """Max absolute difference of ONNX and TorchScript logits (and of the ONNX embedding)
+    against eager torch on `inputs`."""
     import torch
 
+    from slipway.training.embedding import with_embedding
     from slipway.training.models import load_trained
 
-    model = load_trained(model_dir)
+    model = with_embedding(load_trained(model_dir))
     with torch.inference_mode():
-        eager = model(torch.from_numpy(inputs)).numpy()
+        eager, eager_embedding = (t.numpy() for t in model(torch.from_numpy(inputs)))
     result: dict[str, float] = {}
     onnx_path = Path(model_dir) / ONNX_FILE
     if onnx_path.is_file():
-        got = onnx_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
+        session = onnx_session(onnx_path)
+        got, embedding = session.run([OUTPUT_NAME, EMBEDDING_OUTPUT], {INPUT_NAME: inputs})
         result["onnx_max_abs_diff"] = float(np.abs(got - eager).max())
+        result["onnx_embedding_max_abs_diff"] = float(np.abs(embedding - eager_embedding).max())
     ts_path = Path(model_dir) / TORCHSCRIPT_FILE
     if ts_path.is_file():
         scripted = torch.jit.load(str(ts_path))
         with torch.inference_mode():
-            got = scripted(torch.from_numpy(inputs)).numpy()
+            got = scripted(torch.from_numpy(inputs))[0].numpy()
         result["torchscript_max_abs_diff"] = float(np.abs(got - eager).max())
     return result
 
@@ -138,6 +151,9 @@ def export_model(
 ) -> dict[str, Any]:
     """Export ONNX (+ TorchScript), fail on a parity error above `tolerance`, measure latency.
 
+    With a dataset `scan`, the embedding reference (`embedding.npz`: a PCA projection and the
+    projected embeddings of a spread sample of the training split) is written beside the model.
+
     With a dataset `scan` and an enabled `int8` config, an INT8 model is quantized beside the
     FP32 one, compared with it on the test split and gated (`slipway.training.quantize`); a
     refused INT8 model is kept for inspection but never served. The results are stored in the
@@ -160,12 +176,30 @@ def export_model(
         "onnx_opset": OPSET,
         "files": [ONNX_FILE, *([TORCHSCRIPT_FILE] if torchscript else [])],
     }
+    if scan is not None:
+        from slipway.training.embedding import reference_projection
+
+        projection = reference_projection(model_dir, scan)
+        projection.save(model_dir)
+        info["embedding"] = {
+            "file": EMBEDDING_FILE,
+            "output": EMBEDDING_OUTPUT,
+            "features": projection.features,
+            "dims": projection.dims,
+            "reference_images": len(projection.reference),
+            "reference_split": "train",
+            "explained_variance": round(float(projection.explained_variance_ratio.sum()), 4),
+        }
+        info["files"].append(EMBEDDING_FILE)
     if scan is not None and int8 is not None and int8.enabled:
+        from slipway.training.embedding import add_int8_reference
         from slipway.training.quantize import export_int8
 
         figures = export_int8(model_dir, scan, int8, batch_sizes)
         info.update(figures)
         info["files"].append(figures["int8"]["file"])
+        if add_int8_reference(model_dir, scan) is not None:
+            info["embedding"]["int8_reference"] = True
     info["serve_precision"] = served_precision(info)
     card.export = info
     card.save(model_dir)

@@ -135,6 +135,25 @@ CASES = [
         "refused with 503 (queue full, draining or timeout) over the last 5m.",
     ),
     AlertCase(
+        alert="InferenceEmbeddingDrift",
+        series={
+            f'slipway_inference_embedding_drift{{{SERVER}, {POD}, model="demo", version="3", '
+            'stat="p_value"}': "0.4x10 0.001x60",
+            f'slipway_inference_embedding_drift{{{SERVER}, {POD}, model="demo", version="3", '
+            'stat="mmd"}': "0.001x10 0.2x60",
+        },
+        onset_min=11,
+        labels={
+            "job": "slipway-inference",
+            "namespace": "ml-serving",
+            "model": "demo",
+            "version": "3",
+        },
+        description="The embeddings of images served by version 3 of model demo (job "
+        "slipway-inference) differ from the training reference (MMD permutation p-value 0.0010 "
+        "< 0.01) for 15m.",
+    ),
+    AlertCase(
         alert="InferenceAutoscalerMaxedOut",
         series={
             "kube_horizontalpodautoscaler_status_current_replicas"
@@ -243,6 +262,11 @@ HEALTHY_SERIES = {
     'le="+Inf"}': "0+10x120",
     f'slipway_inference_rejected_total{{{SERVER}, {POD}, model="demo", reason="queue_full"}}':
     "0x120",
+    # Explanations shed under load are not prediction traffic refused.
+    f'slipway_inference_rejected_total{{{SERVER}, {POD}, model="demo", reason="explain_shed"}}':
+    "0+20x120",
+    f'slipway_inference_embedding_drift{{{SERVER}, {POD}, model="demo", version="3", '
+    'stat="p_value"}': "0.35x120",
     f'slipway_inference_reloads_total{{{SERVER}, {POD}, model="demo", result="failure"}}': "0x120",
     f'slipway_inference_reloads_total{{{SERVER}, {POD}, model="demo", result="success"}}':
     "0+1x120",

@@ -123,7 +123,7 @@ def test_parameters_override_every_duration_without_editing_the_files(tmp_path: 
         "errorRatioFor": "30s", "latencyFor": "30s", "noReadyFor": "30s", "flappingFor": "30s",
         "unavailableFor": "30s", "sheddingFor": "30s", "hpaMaxedFor": "30s", "reloadFor": "30s",
         "predictionLogDropFor": "30s", "driftFor": "30s", "driftMonitorDownFor": "30s",
-        "driftStaleFor": "30s",
+        "driftStaleFor": "30s", "embeddingDriftFor": "30s",
         "staleModelFor": "30s", "rateWindow": "20s", "reloadWindow": "40s",
         "flappingWindow": "50s", "selector": 'job="slipway"', "driftSelector": 'job="drift"',
         "hpaSelector": 'horizontalpodautoscaler="slipway"', "deploymentSelector": 'deployment="x"',

@@ -33,6 +33,8 @@ CONTRACT: dict[str, Kind] = {
     "slipway_inference_canary_weight": "gauge",
     "slipway_inference_shadow_requests_total": "counter",
     "slipway_inference_shadow_confidence_delta": "histogram",
+    "slipway_inference_embedding_drift": "gauge",
+    "slipway_inference_embedding_window_size": "gauge",
     "process_cpu_seconds_total": "counter",
     "process_resident_memory_bytes": "gauge",
     "slipway_drift_score": "gauge",
@@ -88,4 +90,6 @@ def service_series() -> frozenset[str]:
     for registry in (inference.registry, DriftMetrics(psi_threshold=0.2).registry):
         for family in registry.collect():
             names |= {sample.name for sample in family.samples}
+            if family.type == "gauge":  # a labelled gauge set only later (per version)
+                names.add(family.name)
     return frozenset(name for name in names if not name.endswith("_created"))

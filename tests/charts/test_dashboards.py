@@ -125,7 +125,7 @@ def test_every_query_parses_with_promtool(tmp_path: Path) -> None:
 def test_contract_metrics_exist_in_the_services() -> None:
     names = service_series()
     assert contract_series() <= names, sorted(contract_series() - names)
-    assert len(CONTRACT) == 29
+    assert len(CONTRACT) == 31
 
 
 def test_panel_queries_substitutes_every_variable_form() -> None:

@@ -11,7 +11,13 @@ from services.inference.metrics import PREDICT_ROUTES
 from tests.charts.dashboards import DASHBOARDS, load, panel_queries
 from tests.charts.render import CHART, REPO
 
-NOT_PREDICTIONS = ("/v1/models", "/v1/models/{name}", "/v2/models/{name}", "/healthz")
+NOT_PREDICTIONS = (
+    "/v1/models",
+    "/v1/models/{name}",
+    "/v2/models/{name}",
+    "/healthz",
+    "/v1/explain",
+)
 _ROUTE_MATCHER = re.compile(r'route=~\\?"([^"\\]+)\\?"')
 
 

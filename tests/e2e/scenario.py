@@ -31,11 +31,14 @@ RULE_PARAMS: dict[str, Any] = {
     "noReadyFor": "1m",
     "driftMonitorDownFor": "1m",
 }
-# A small queue so that a burst of clients is shed; a small log file so that it rotates.
+# A small queue so that a burst of clients is shed; a small log file so that it rotates; an
+# embedding test soon and often, so its dashboard panel has data (its alert's `for:` stays 15m).
 SERVICE_ENV = {
     "SLIPWAY_MAX_QUEUE": "8",
     "SLIPWAY_MAX_BATCH_SIZE": "8",
     "SLIPWAY_PREDICTION_LOG_MAX_BYTES": str(64 * 1024),
+    "SLIPWAY_EMBEDDING_MIN_SAMPLES": "20",
+    "SLIPWAY_EMBEDDING_DRIFT_INTERVAL_S": "2",
 }
 STALL_SECONDS = 3.0
 INFERENCE_ALERTS = (

@@ -33,6 +33,7 @@ EXCLUDED: tuple[str, ...] = ()
 # model's tensor shape): for schema-valid bodies they may also answer 400, 413 or 415, never 422.
 CONTENT_JUDGED = (
     "/v1/predict",
+    "/v1/explain",
     "/v1/models/{name}:predict",
     "/v2/models/{name}/infer",
     "/v2/models/{name}/versions/{version}/infer",

@@ -331,19 +331,20 @@ def test_served_input_equals_the_card_transform_and_onnx_output(
     service = client.app.state.service
     backend = service.main.current.backend
     seen: list[np.ndarray] = []
-    original = backend.forward
+    original = backend.infer  # what the batcher calls while embeddings are captured
 
-    def recording_forward(batch: np.ndarray) -> np.ndarray:
+    def recording_infer(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         seen.append(batch.copy())
         return original(batch)
 
-    backend.forward = recording_forward
+    assert service.worker.embeddings
+    backend.infer = recording_infer
     try:
         paths = image_paths[:4]
         files = [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
         body = client.post("/v1/predict", files=files, params={"top_k": 100}).json()
     finally:
-        del backend.forward
+        del backend.infer
     served = np.concatenate(seen)
     expected = np.stack([card.transform(Image.open(p)) for p in paths])
     assert served.dtype == np.float32 and np.array_equal(served, expected)

@@ -95,3 +95,30 @@ def test_page_uploads_an_image_and_shows_top_k_offline(
     local = (server.url + "/", "data:", "blob:", "about:", "chrome:", "chrome-extension:")
     outside = [u for u in urls if not u.startswith(local)]
     assert not outside, f"requests left 127.0.0.1: {outside}"
+
+
+@pytest.mark.slow
+def test_explain_toggle_shows_the_overlay_next_to_the_result(
+    server: ServerProcess, browser: object, image_paths: list[Path]
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(server.url + "/")  # type: ignore[attr-defined]
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: "version" in d.find_element(By.ID, "model").text)
+    driver.find_element(By.ID, "explain").click()  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "file").send_keys(str(image_paths[0]))  # type: ignore[attr-defined]
+    overlay = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "#results .result img.overlay"))
+    )
+    wait.until(lambda d: overlay.get_attribute("naturalWidth") not in (None, "0"))
+    assert int(overlay.get_attribute("naturalWidth")) == 224  # a decoded PNG, not a broken image
+    assert overlay.get_attribute("src").startswith("data:image/png;base64,")
+    card = driver.find_element(By.CSS_SELECTOR, "#results .result")  # type: ignore[attr-defined]
+    top = card.find_element(By.CSS_SELECTOR, ".row.top .label").text
+    assert top and top in overlay.get_attribute("alt")  # the map is of the top-1 class shown
+    note = card.find_element(By.CSS_SELECTOR, ".explain-note").text
+    assert "forwards" in note and "error" not in note

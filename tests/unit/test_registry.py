@@ -96,6 +96,7 @@ def test_registered_version_is_an_mlflow_model_and_a_model_folder_with_lineage(
     folder = registry.download("folder@staging", tmp_path / "dl")
     names = {p.name for p in folder.iterdir()}
     expected = {"model_card.json", "model.onnx", "model.ts", "reference.json", "report.json"}
+    expected.add("embedding.npz")  # the embedding drift reference travels with the model
     assert expected | {"MLmodel", "confusion_matrix.png", "requirements.txt", "code"} <= names
     info = registry.describe(f"folder/{version}")
     assert info["format"] == "mlflow-model" and info["source"] == f"models:/{info['model_id']}"

@@ -1,4 +1,5 @@
-// The service's web page: upload images to /v1/predict and draw the top-k classes as bars.
+// The service's web page: upload images to /v1/predict and draw the top-k classes as bars;
+// with "explain" on, each image's occlusion map from /v1/explain is shown beside its result.
 // Same origin only; no external scripts, fonts or images.
 "use strict";
 
@@ -71,6 +72,30 @@ function renderResult(file, prediction) {
   return card;
 }
 
+async function explain(file, card, params) {
+  const note = document.createElement("div");
+  note.className = "muted explain-note";
+  note.textContent = "explaining…";
+  card.querySelector(".scores").appendChild(note);
+  try {
+    const response = await fetch("/v1/explain?" + params, {
+      method: "POST", body: file, headers: { ...headers(), "Content-Type": file.type || "application/octet-stream" },
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    const overlay = document.createElement("img");
+    overlay.className = "overlay";
+    overlay.alt = `occlusion map of ${body.top_class}`;
+    overlay.src = "data:image/png;base64," + body.overlay_png;
+    card.insertBefore(overlay, card.querySelector(".scores"));
+    note.textContent = `occlusion map of ${body.top_class}: ${body.forwards} forwards, ` +
+      `patch ${body.patch} px, ${body.latency_ms.toFixed(0)} ms`;
+  } catch (err) {
+    note.textContent = "explain: " + err.message;
+    note.classList.add("error");
+  }
+}
+
 async function predict(files) {
   if (!files.length) return;
   const form = new FormData();
@@ -86,8 +111,13 @@ async function predict(files) {
     if (!response.ok) throw new Error(body.error || response.statusText);
     const results = $("results");
     results.innerHTML = "";
-    body.predictions.forEach((p, i) => results.appendChild(renderResult(files[i], p)));
+    const cards = body.predictions.map((p, i) => results.appendChild(renderResult(files[i], p)));
     setStatus(`${body.model} version ${body.version} · ${body.latency_ms.toFixed(1)} ms`);
+    if ($("explain").checked) {
+      const only = new URLSearchParams();
+      if ($("which").value) only.set("model", $("which").value);
+      for (let i = 0; i < files.length; i++) await explain(files[i], cards[i], only);
+    }
   } catch (err) {
     setStatus("error: " + err.message, true);
   }

@@ -1,0 +1,1 @@
+"""The model's feature space, torch-free: the stored projection and the two-sample MMD test."""
