@@ -1,5 +1,6 @@
 """`ExperimentConfig`: one YAML file with the data, model, training, promotion, tracking and
-cluster sections of a run, plus `--set section.key=value` overrides.
+cluster sections of a run, the hyperparameter `search` over the training section (used by
+`slipway pipeline ... --search`), plus `--set section.key=value` overrides.
 
     data:      {source: /data/images, val_fraction: 0.1}
     training:  {arch: resnet18, epochs: 5}
@@ -21,6 +22,7 @@ from slipway.config.base import Section
 from slipway.config.cluster import ClusterOptions
 from slipway.config.export import Int8Config
 from slipway.config.promotion import PromotionPolicy
+from slipway.config.search import SearchConfig
 from slipway.config.training import TrainConfig
 from slipway.errors import ConfigError
 
@@ -73,6 +75,7 @@ class ExperimentConfig(Section):
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cluster: ClusterOptions = Field(default_factory=ClusterOptions)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
