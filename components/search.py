@@ -171,7 +171,6 @@ def select_trial(
     from slipway.config.experiment import TrackingConfig
     from slipway.config.search import SearchConfig
     from slipway.config.training import TrainConfig
-
     from slipway.search.parent import finish_search
 
     config = SearchConfig.model_validate(search)

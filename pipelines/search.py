@@ -27,7 +27,13 @@ from components.search import (
     suggest_trials,
     train_trial,
 )
-from pipelines.training import SECTIONS, _DEFAULTS, after_training, wire_step, wire_train_task
+from pipelines.training import (
+    SECTION_DEFAULTS,
+    SECTIONS,
+    after_training,
+    wire_step,
+    wire_train_task,
+)
 from slipway.config.cluster import ClusterOptions
 from slipway.config.experiment import ExperimentConfig
 from slipway.config.search import SearchConfig
@@ -57,11 +63,11 @@ def build_search_pipeline(
         "the best one evaluated, exported, registered and gated.",
     )
     def search_pipeline(
-        data: dict = _DEFAULTS["data"],
-        model: dict = _DEFAULTS["model"],
-        training: dict = _DEFAULTS["training"],
-        promotion: dict = _DEFAULTS["promotion"],
-        tracking: dict = _DEFAULTS["tracking"],
+        data: dict = SECTION_DEFAULTS["data"],
+        model: dict = SECTION_DEFAULTS["model"],
+        training: dict = SECTION_DEFAULTS["training"],
+        promotion: dict = SECTION_DEFAULTS["promotion"],
+        tracking: dict = SECTION_DEFAULTS["tracking"],
         search: dict = search_default,
         gpus_per_node: int = opts.gpus_per_node,
         checkpoint_root: str = opts.checkpoint_root,

@@ -34,7 +34,7 @@ MLFLOW_SECRET_KEYS = (
 # The pipeline's parameters: one per experiment section (its defaults are the section's), and
 # the run-time scale and lineage values. `run_arguments` builds them from an ExperimentConfig.
 SECTIONS = ("data", "model", "training", "promotion", "tracking")
-_DEFAULTS = ExperimentConfig().model_dump(mode="json", exclude_none=True)  # IR has no null
+SECTION_DEFAULTS = ExperimentConfig().model_dump(mode="json", exclude_none=True)  # IR has no null
 
 
 class PipelineOutputs(NamedTuple):
@@ -157,11 +157,11 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
         description="Image classifier: prepare, train on GPU, evaluate, export, register + gate.",
     )
     def training_pipeline(
-        data: dict = _DEFAULTS["data"],
-        model: dict = _DEFAULTS["model"],
-        training: dict = _DEFAULTS["training"],
-        promotion: dict = _DEFAULTS["promotion"],
-        tracking: dict = _DEFAULTS["tracking"],
+        data: dict = SECTION_DEFAULTS["data"],
+        model: dict = SECTION_DEFAULTS["model"],
+        training: dict = SECTION_DEFAULTS["training"],
+        promotion: dict = SECTION_DEFAULTS["promotion"],
+        tracking: dict = SECTION_DEFAULTS["tracking"],
         gpus_per_node: int = opts.gpus_per_node,
         nodes: int = opts.nodes,
         job_kind: str = opts.job_kind,

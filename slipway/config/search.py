@@ -152,9 +152,7 @@ def check_param(key: str, param: ParamSpace) -> None:
     """Refuse a key that is not a training setting, and values that setting refuses."""
     section, _, name = key.partition(".")
     if section != SEARCHABLE_SECTION or name not in TrainConfig.model_fields:
-        raise ValueError(
-            f"{key}: unknown parameter; searchable: {', '.join(searchable_keys())}"
-        )
+        raise ValueError(f"{key}: unknown parameter; searchable: {', '.join(searchable_keys())}")
     if param.kind == "choice":
         values = list(param.choice or [])
     elif param.kind == "value":

@@ -52,8 +52,9 @@ def start_search(
     )
     run_id = run.info.run_id
     params = flatten({"search": search.model_dump(mode="json", exclude={"space"})})
-    params.update({f"space.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in
-                   search.space.items()})
+    params.update(
+        {f"space.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in search.space.items()}
+    )
     params.update(flatten({"training": training}))
     params["dataset_fingerprint"] = fingerprint
     log_params(registry, run_id, params)
@@ -81,7 +82,9 @@ def finish_search(
     index = int(best["index"])
     table = markdown_table(trials, search, index)
     run, full = trial_epochs(trials, epochs_each)
-    counts = {s: sum(t.get("status") == s for t in trials) for s in ("completed", "pruned", "failed")}
+    counts = {
+        s: sum(t.get("status") == s for t in trials) for s in ("completed", "pruned", "failed")
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "trials.md").write_text(table)

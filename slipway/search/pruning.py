@@ -2,7 +2,7 @@
 
 Trials run in parallel pods, so they compare through MLflow: each trial is a child run of the
 search's parent run and logs its validation metrics per epoch (step = epoch). After each epoch a
-trial reads its siblings' values at that epoch and applies the rule; `TrialPruned` ends it right
+trial reads its siblings' values at that epoch and applies the rule; `TrialPrunedError` ends it right
 after the epoch's checkpoint was written.
 
 - median: worse than the median of the siblings' values at this epoch;
@@ -21,7 +21,7 @@ from slipway.config.search import PruningConfig
 from slipway.errors import SlipwayError
 
 
-class TrialPruned(SlipwayError):
+class TrialPrunedError(SlipwayError):
     """The trial stopped early: it was behind its siblings at `epoch`."""
 
     def __init__(self, epoch: int, value: float, reason: str) -> None:
@@ -48,8 +48,7 @@ def prune_reason(
     keep = max(1, (len(others) + 1) // rule.reduction_factor)
     if better >= keep:
         return (
-            f"{value:.4f} ranks {better + 1} of {len(others) + 1} trials; "
-            f"the best {keep} continue"
+            f"{value:.4f} ranks {better + 1} of {len(others) + 1} trials; the best {keep} continue"
         )
     return None
 
@@ -93,4 +92,4 @@ class SiblingPruner:
         others = self.sibling_values(epoch.epoch, self.run_id_of())
         reason = prune_reason(self.rule, self.maximize, epoch.epoch, value, others)
         if reason is not None:
-            raise TrialPruned(epoch.epoch, value, reason)
+            raise TrialPrunedError(epoch.epoch, value, reason)

@@ -138,9 +138,7 @@ def scatter_png(
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         ax.set_xlabel(key)
         ax.set_ylabel(search.objective)
-    handles = [
-        plt.Line2D([], [], marker="o", ls="", color=c, label=s) for s, c in colours.items()
-    ]
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=s) for s, c in colours.items()]
     axes[0][-1].legend(handles=handles, fontsize=8)
     fig.suptitle(f"{search.method} search: {len(trials)} trials (star: best)")
     fig.tight_layout()

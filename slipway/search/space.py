@@ -37,8 +37,10 @@ def grid_values(param: ParamSpace, points: int) -> list[Any]:
     if low == high:
         return [low]
     if param.log:
-        raw = [math.exp(math.log(low) + i * (math.log(high) - math.log(low)) / (points - 1))
-               for i in range(points)]
+        raw = [
+            math.exp(math.log(low) + i * (math.log(high) - math.log(low)) / (points - 1))
+            for i in range(points)
+        ]
     else:
         raw = [low + i * (high - low) / (points - 1) for i in range(points)]
     if param.type == "int":
@@ -70,7 +72,9 @@ def all_trials(search: SearchConfig) -> list[dict[str, Any]]:
 
     keys = list(search.space)
     if search.method == "grid":
-        combos = itertools.product(*(grid_values(search.space[k], search.grid_points) for k in keys))
+        combos = itertools.product(
+            *(grid_values(search.space[k], search.grid_points) for k in keys)
+        )
         sets = [dict(zip(keys, combo, strict=True)) for combo in combos]
     else:
         rng = np.random.default_rng(search.seed)

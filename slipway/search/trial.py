@@ -20,7 +20,7 @@ from slipway.config.experiment import TrackingConfig
 from slipway.config.search import SearchConfig
 from slipway.registry.client import Registry
 from slipway.registry.tracking import RUN_ID_FILE, log_metrics
-from slipway.search.pruning import SiblingPruner, TrialPruned
+from slipway.search.pruning import SiblingPruner, TrialPrunedError
 from slipway.search.space import trial_key, trial_training
 from slipway.steps import load_dataset, train_step
 
@@ -139,7 +139,7 @@ def run_trial(
             keep_work_dir=True,
             on_epoch=pruner,
         )
-    except TrialPruned as pruned:
+    except TrialPrunedError as pruned:
         run_id = (work / RUN_ID_FILE).read_text().strip()
         result.update(status="pruned", mlflow_run_id=run_id, reason=pruned.reason)
         result.update(epochs_run=pruned.epoch, **_at_epoch(registry, run_id, pruned.epoch))
