@@ -124,6 +124,7 @@ def run_trial(
         last_epoch=config.epochs,
     )
     tags = {PARENT_TAG: parent_run_id, KEY_TAG: key, SEARCH_TAG: skey, STATUS_TAG: "running"}
+    tags["trial_index"] = str(base["index"])
     result: dict[str, Any] = {**base, "reused": False, "model_path": "", "reason": ""}
     try:
         info = train_step(
