@@ -1,9 +1,9 @@
 """Stopping a trial that is far behind its siblings at the same epoch.
 
 Trials run in parallel pods, so they compare through MLflow: each trial is a child run of the
-search's parent run and logs its validation metrics per epoch (step = epoch). After each epoch a
-trial reads its siblings' values at that epoch and applies the rule; `TrialPrunedError` ends it right
-after the epoch's checkpoint was written.
+search's parent run and logs its validation metrics per epoch (step = epoch). After each epoch
+a trial reads its siblings' values at that epoch and applies the rule; `TrialPrunedError` ends
+it right after the epoch's checkpoint was written.
 
 - median: worse than the median of the siblings' values at this epoch;
 - halving (successive halving, asynchronous): outside the best 1/reduction_factor of all the

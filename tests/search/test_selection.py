@@ -47,7 +47,7 @@ def test_latency_budget_is_a_constraint() -> None:
     budget = SearchConfig.model_validate({"space": SPACE, "max_latency_ms": 10})
     assert pick_best(TRIALS, budget)["index"] == 1  # trial 0 is more accurate but too slow
     tight = SearchConfig.model_validate({"space": SPACE, "max_latency_ms": 1})
-    with pytest.raises(SearchError, match="latency budget of 1.0 ms"):
+    with pytest.raises(SearchError, match=r"latency budget of 1\.0 ms"):
         pick_best(TRIALS, tight)
 
 
@@ -60,7 +60,7 @@ def test_ties_go_to_the_first_trial() -> None:
 def test_no_winner_when_every_trial_failed_or_was_pruned() -> None:
     search = SearchConfig.model_validate({"space": SPACE})
     failed = [{**_trial(0, "failed", None, None), "reason": "ModelError: diverged"}]
-    with pytest.raises(SearchError, match="1 failed, 1 pruned.*diverged"):
+    with pytest.raises(SearchError, match=r"1 failed, 1 pruned.*diverged"):
         pick_best([*failed, _trial(1, "pruned", 0.1, 2.0)], search)
 
 
