@@ -165,9 +165,13 @@ def test_local_search_tracks_prunes_and_registers_the_best_trial(
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     by_index = {int(run.data.tags["trial_index"]): run for run in children}
-    assert sorted(by_index) == [0, 1, 2, 3]
+    seen = sorted(
+        (run.data.tags["trial_index"], run.data.params.get("training.lr"), run.info.status)
+        for run in children
+    )
+    assert sorted(by_index) == [0, 1, 2, 3] and len(children) == 4, seen
     for index, run in by_index.items():
-        assert run.data.params["training.lr"] == ("0.003" if index < 2 else "1e-07")
+        assert run.data.params["training.lr"] == ("0.003" if index < 2 else "1e-07"), seen
         assert "trial_val_accuracy" in run.data.metrics
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps == ([1, 2] if index < 2 else [1])
