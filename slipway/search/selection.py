@@ -53,6 +53,8 @@ def pick_best(trials: list[dict[str, Any]], search: SearchConfig) -> dict[str, A
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return str(int(value))  # an int that went through a pipeline parameter (JSON number)
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.4f}"
     return str(value)
