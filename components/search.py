@@ -46,7 +46,12 @@ def start_search(
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def suggest_trials(
-    search: dict, round_index: int, history: list, parent_run_id: str, search_key: str
+    search: dict,
+    round_index: int,
+    rounds: int,
+    history: list,
+    parent_run_id: str,
+    search_key: str,
 ) -> list:
     """The trials of one round: grid or random slices, or TPE conditioned on `history`.
 
@@ -56,6 +61,7 @@ def suggest_trials(
     Args:
         search: The experiment's `search` section (`SearchConfig`).
         round_index: Which round (0-based).
+        rounds: Rounds in the compiled graph (they win over `search.rounds`).
         history: Result rows of the trials of the earlier rounds.
         parent_run_id: The search's MLflow run.
         search_key: The search's identity.
@@ -63,7 +69,8 @@ def suggest_trials(
     from slipway.config.search import SearchConfig
     from slipway.search.space import suggest
 
-    trials = suggest(SearchConfig.model_validate(search), int(round_index), list(history))
+    config = SearchConfig.model_validate({**search, "rounds": int(rounds)})
+    trials = suggest(config, int(round_index), list(history))
     return [{**t, "parent_run_id": parent_run_id, "search_key": search_key} for t in trials]
 
 

@@ -92,6 +92,7 @@ def build_search_pipeline(
             suggest = suggest_trials(
                 search=search,
                 round_index=index,
+                rounds=shape.rounds,
                 history=history,
                 parent_run_id=start.outputs["parent_run_id"],
                 search_key=start.outputs["search_key"],
