@@ -132,9 +132,11 @@ class SearchConfig(Section):
     @field_validator("space")
     @classmethod
     def _known_keys(cls, space: dict[str, ParamSpace]) -> dict[str, ParamSpace]:
+        """Checked, and sorted by key: a pipeline parameter (a protobuf Struct) does not keep
+        the order of a mapping, and the grid's order and the samplers' draws follow it."""
         for key, param in space.items():
             check_param(key, param)
-        return space
+        return dict(sorted(space.items()))
 
     @property
     def maximize(self) -> bool:

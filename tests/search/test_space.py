@@ -143,3 +143,16 @@ def test_trial_key_follows_what_is_trained_not_where() -> None:
     more_trials = _search("random", n_trials=20, parallelism=5)
     assert search_key(search, base, "d") == search_key(more_trials, base, "d")
     assert search_key(search, base, "d") != search_key(_search("random", seed=1), base, "d")
+
+
+def test_the_order_of_the_space_in_the_file_does_not_matter() -> None:
+    lr = {"choice": [0.1, 0.2]}
+    wd = {"choice": [0.0, 1e-4]}
+    one = SearchConfig.model_validate(
+        {"method": "grid", "space": {"training.lr": lr, "training.weight_decay": wd}}
+    )
+    other = SearchConfig.model_validate(
+        {"method": "grid", "space": {"training.weight_decay": wd, "training.lr": lr}}
+    )
+    assert suggest(one, 0) == suggest(other, 0)
+    assert [t["params"]["training.lr"] for t in suggest(one, 0)] == [0.1, 0.1, 0.2, 0.2]
