@@ -68,10 +68,10 @@ def test_table_and_picture(tmp_path: Path) -> None:
     search = SearchConfig.model_validate({"space": SPACE})
     table = markdown_table(TRIALS, search, best=0)
     lines = table.splitlines()
-    assert lines[0].startswith("| trial | round | training.lr | training.arch | status |")
+    assert lines[0].startswith("| trial | round | training.arch | training.lr | status |")
     assert len(lines) == 2 + len(TRIALS)
     assert "| 0 (best) |" in lines[2] and "| pruned |" in lines[4] and "| failed |" in lines[5]
-    assert csv_table(TRIALS, search, 0).splitlines()[1].startswith("0 (best),0,0.1000,resnet18")
+    assert csv_table(TRIALS, search, 0).splitlines()[1].startswith("0 (best),0,resnet18,0.1000")
     png = scatter_png(TRIALS, search, 0, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
