@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from functools import partial
@@ -105,15 +106,17 @@ def main() -> None:
         for name, parallelism, rule in SCENARIOS:
             results.append({"scenario": name, **scenario(data, args, parallelism, rule)})
             row = results[-1]
-            print(f"{name}: {row['seconds']:.0f} s", flush=True)
+            sys.stdout.write(f"{name}: {row['seconds']:.0f} s\n")
     base = results[0]["seconds"]
-    print(f"\n{'scenario':<22} {'wall s':>7} {'vs p=1':>7} {'trial-epochs':>13} {'statuses':>22}")
+    # sys.stdout, not print: kfp.local leaves print indented after a run
+    out = sys.stdout.write
+    out(f"\n{'scenario':<22} {'wall s':>7} {'vs p=1':>7} {'trial-epochs':>13} {'statuses':>22}\n")
     for row in results:
         epochs = f"{row['epochs_run']}/{row['epochs_full']}"
         statuses = f"{row['completed']} completed, {row['pruned']} pruned"
-        print(
+        out(
             f"{row['scenario']:<22} {row['seconds']:>7.0f} {base / row['seconds']:>6.2f}x "
-            f"{epochs:>13} {statuses:>22}"
+            f"{epochs:>13} {statuses:>22}\n"
         )
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": None}, "results": results}))
