@@ -17,7 +17,14 @@ from slipway.config.experiment import TrackingConfig
 from slipway.config.search import SearchConfig
 from slipway.registry.client import Registry
 from slipway.registry.tracking import flatten, log_metrics, log_params
-from slipway.search.selection import csv_table, markdown_table, pick_best, scatter_png
+from slipway.search.selection import (
+    SearchError,
+    csv_table,
+    markdown_table,
+    pick_best,
+    scatter_png,
+    trial_epochs,
+)
 from slipway.search.space import search_key
 from slipway.search.trial import PARENT_TAG, SEARCH_TAG
 from slipway.steps import load_dataset
@@ -70,8 +77,6 @@ def finish_search(
 ) -> tuple[dict[str, Any], str]:
     """Pick the winner, log the table, CSV and picture on the parent run and close it;
     returns (the winning trial, the table as Markdown). Raises SearchError if none can win."""
-    from slipway.search.selection import SearchError, trial_epochs
-
     registry = Registry(tracking.uri)
     client = registry.client
     try:
