@@ -8,8 +8,11 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+from kfp.dsl.graph_component import GraphComponent
 
 from pipelines.training import PIPELINE_NAME, build_pipeline
 from slipway.config.cluster import ClusterOptions
@@ -18,6 +21,8 @@ from slipway.errors import SlipwayError
 log = logging.getLogger(__name__)
 
 DEFAULT_IR = Path("build/pipelines/training.yaml")
+# Builds a pipeline for cluster options: `build_pipeline`, or the search's for one search shape.
+Builder = Callable[[ClusterOptions], GraphComponent]
 
 
 class SubmitError(SlipwayError):
@@ -28,12 +33,14 @@ class LocalRunError(SlipwayError):
     """A step of a local pipeline run failed; its log is above the message."""
 
 
-def compile_pipeline(out: Path = DEFAULT_IR, opts: ClusterOptions | None = None) -> Path:
+def compile_pipeline(
+    out: Path = DEFAULT_IR, opts: ClusterOptions | None = None, build: Builder = build_pipeline
+) -> Path:
     """Write the pipeline as KFP IR YAML (pipeline spec + Kubernetes platform spec)."""
     from kfp import compiler
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(opts), str(out))
+    compiler.Compiler().compile(build(opts or ClusterOptions()), str(out))
     return out
 
 
@@ -65,8 +72,9 @@ def run_local(
     fresh: bool = False,
     opts: ClusterOptions | None = None,
     log_file: Path | None = None,
+    build: Builder = build_pipeline,
 ) -> dict[str, Any]:
-    """Run the whole pipeline with kfp.local in this environment; return its outputs.
+    """Run the whole pipeline (`build`'s) with kfp.local in this environment; return its outputs.
 
     `SubprocessRunner(use_venv=False)` runs each step as a process of this virtual environment,
     which is what the training image is on the cluster. Caching is on unless `fresh`; train and
@@ -81,7 +89,7 @@ def run_local(
         pipeline_root=str(pipeline_root),
         enable_caching=not fresh,
     )
-    pipeline = build_pipeline((opts or ClusterOptions()).for_local_run())
+    pipeline = build((opts or ClusterOptions()).for_local_run())
     began = time.perf_counter()
     where = f"the step's log is in {log_file}" if log_file else "the step's log is above"
     with contextlib.ExitStack() as stack:
@@ -196,6 +204,8 @@ def submit(
     run_name: str | None = None,
     fresh: bool = False,
     opts: ClusterOptions | None = None,
+    build: Builder = build_pipeline,
+    name: str = PIPELINE_NAME,
 ) -> dict[str, str]:
     """Compile and submit one run, or a recurring run when `schedule` (cron) is given.
 
@@ -206,14 +216,14 @@ def submit(
     preflight(host, token, cookie, ssl_ca_cert)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
-        package = compile_pipeline(Path(tmp) / "training.yaml", opts)
+        package = compile_pipeline(Path(tmp) / f"{name}.yaml", opts, build)
         try:
             client = _client(host, namespace, token, cookie, ssl_ca_cert)
             exp = client.create_experiment(experiment, namespace=namespace)
             if cron:
                 job = client.create_recurring_run(
                     experiment_id=exp.experiment_id,
-                    job_name=run_name or f"{PIPELINE_NAME}-schedule",
+                    job_name=run_name or f"{name}-schedule",
                     cron_expression=cron,
                     params=params,
                     pipeline_package_path=str(package),
@@ -224,7 +234,7 @@ def submit(
             run = client.create_run_from_pipeline_package(
                 str(package),
                 arguments=params,
-                run_name=run_name or f"{PIPELINE_NAME} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                run_name=run_name or f"{name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 experiment_id=exp.experiment_id,
                 namespace=namespace,
                 enable_caching=False if fresh else None,

@@ -34,7 +34,7 @@ MLFLOW_SECRET_KEYS = (
 # The pipeline's parameters: one per experiment section (its defaults are the section's), and
 # the run-time scale and lineage values. `run_arguments` builds them from an ExperimentConfig.
 SECTIONS = ("data", "model", "training", "promotion", "tracking")
-_DEFAULTS = ExperimentConfig().model_dump(mode="json", exclude_none=True)  # IR has no null
+SECTION_DEFAULTS = ExperimentConfig().model_dump(mode="json", exclude_none=True)  # IR has no null
 
 
 class PipelineOutputs(NamedTuple):
@@ -87,14 +87,33 @@ def _placement(opts: ClusterOptions) -> str:
     return json.dumps({"node_selector": opts.gpu_node_selector, "tolerations": [toleration]})
 
 
-def _after_training(
-    opts: ClusterOptions, dataset: Any, train: dsl.PipelineTask, p: dict[str, Any]
+def wire_train_task(task: dsl.PipelineTask, opts: ClusterOptions, gpus: Any) -> None:
+    """What a task that trains in its own pod gets: the train image settings, resources and
+    retries, a memory-backed /dev/shm, and the GPU pool (accelerator, selector, toleration).
+    The training pipeline's train task and every search trial are wired by this one function."""
+    _wire(task, opts, mlflow=True, retries=opts.train_retries)
+    _resources(task, opts.train_resources)
+    kubernetes.empty_dir_mount(
+        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=opts.shm_size
+    )
+    if opts.use_gpu:
+        _gpu(task, opts, gpus)
+
+
+def wire_step(task: dsl.PipelineTask, opts: ClusterOptions, mlflow: bool = True) -> None:
+    """What every CPU step gets: image, PVC, step resources, MLflow env, step retries."""
+    _wire(task, opts, mlflow=mlflow, retries=opts.step_retries)
+    _resources(task, opts.step_resources)
+
+
+def after_training(
+    opts: ClusterOptions, dataset: Any, model: Any, mlflow_run: Any, p: dict[str, Any]
 ) -> dsl.PipelineTask:
-    """evaluate -> export -> register on the trained model; returns the register task."""
-    mlflow_run = train.outputs["mlflow_run_id"]
+    """evaluate -> export -> register on a trained model folder and its MLflow run; returns
+    the register task. The training pipeline and the search (on its winner) both end so."""
     evaluate = evaluate_model(
         dataset=dataset,
-        model=train.outputs["model"],
+        model=model,
         tracking=p["tracking"],
         mlflow_run_id=mlflow_run,
     ).set_display_name("evaluate model")
@@ -119,8 +138,7 @@ def _after_training(
         task.set_caching_options(enable_caching=True)
     register.set_caching_options(enable_caching=False)  # side effects: never replay it
     for task in (evaluate, export, register):
-        _wire(task, opts, mlflow=True, retries=opts.step_retries)
-        _resources(task, opts.step_resources)
+        wire_step(task, opts)
     return register
 
 
@@ -139,11 +157,11 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
         description="Image classifier: prepare, train on GPU, evaluate, export, register + gate.",
     )
     def training_pipeline(
-        data: dict = _DEFAULTS["data"],
-        model: dict = _DEFAULTS["model"],
-        training: dict = _DEFAULTS["training"],
-        promotion: dict = _DEFAULTS["promotion"],
-        tracking: dict = _DEFAULTS["tracking"],
+        data: dict = SECTION_DEFAULTS["data"],
+        model: dict = SECTION_DEFAULTS["model"],
+        training: dict = SECTION_DEFAULTS["training"],
+        promotion: dict = SECTION_DEFAULTS["promotion"],
+        tracking: dict = SECTION_DEFAULTS["tracking"],
         gpus_per_node: int = opts.gpus_per_node,
         nodes: int = opts.nodes,
         job_kind: str = opts.job_kind,
@@ -154,8 +172,7 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
         params["run_id"] = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         prepare = prepare_dataset(data=data).set_display_name("prepare dataset")
         prepare.set_caching_options(enable_caching=True)
-        _wire(prepare, opts, mlflow=False, retries=opts.step_retries)
-        _resources(prepare, opts.step_resources)
+        wire_step(prepare, opts, mlflow=False)
         dataset = prepare.outputs["dataset"]
         train_args = dict(
             dataset=dataset,
@@ -172,18 +189,10 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
         with dsl.If(nodes == 1, name="one-node"):
             train = train_model(**train_args).set_display_name("train model")
             train.set_caching_options(enable_caching=False)
-            _wire(train, opts, mlflow=True, retries=opts.train_retries)
-            _resources(train, opts.train_resources)
-            kubernetes.empty_dir_mount(
-                train,
-                volume_name="dshm",
-                mount_path="/dev/shm",
-                medium="Memory",
-                size_limit=opts.shm_size,
+            wire_train_task(train, opts, gpus_per_node)
+            one = after_training(
+                opts, dataset, train.outputs["model"], train.outputs["mlflow_run_id"], params
             )
-            if opts.use_gpu:
-                _gpu(train, opts, gpus_per_node)
-            one = _after_training(opts, dataset, train, params)
         with dsl.Else(name="multi-node"):
             launch = train_model(
                 **train_args,
@@ -197,7 +206,9 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
             launch.set_caching_options(enable_caching=False)
             _wire(launch, opts, mlflow=True, retries=opts.train_retries)
             _resources(launch, opts.step_resources)
-            many = _after_training(opts, dataset, launch, params)
+            many = after_training(
+                opts, dataset, launch.outputs["model"], launch.outputs["mlflow_run_id"], params
+            )
         return PipelineOutputs(
             *(
                 dsl.OneOf(one.outputs[key], many.outputs[key])

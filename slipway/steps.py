@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,7 @@ def train_step(
     keep_work_dir: bool = False,
     nodes: int = 1,
     trainjob: TrainJobSpec | None = None,
+    on_epoch: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Train into `work_dir` (on a volume that outlives the pod), then copy to `model_dir`.
 
@@ -108,7 +110,9 @@ def train_step(
     epochs run under torchrun (`slipway.training.launch`); with `nodes` > 1 they run as a Kubeflow
     TrainJob/PyTorchJob described by `trainjob` (data and `work_dir` on its shared volume). In
     both cases the curves are logged when training returns. The training config and the other
-    sections in `record` are logged as the run's params and as `experiment.yaml`.
+    sections in `record` are logged as the run's params and as `experiment.yaml`. `on_epoch`
+    (one process only) sees each epoch after it is logged; an exception it raises ends the
+    training after that epoch's checkpoint (how a search trial is pruned).
     """
     from slipway.registry.tracking import (
         RUN_ID_FILE,
@@ -130,6 +134,12 @@ def train_step(
     log_experiment(registry, run_id, {**(record or {}), "training": config.model_dump()})
     log_params(registry, run_id, {"dataset_fingerprint": scan.fingerprint})
     logger = EpochLogger(registry, run_id)
+
+    def after_epoch(epoch: Any) -> None:
+        logger(epoch)
+        if on_epoch is not None:
+            on_epoch(epoch)
+
     try:
         if gpus > 1 or nodes > 1:
             from slipway.training.launch import run_training
@@ -145,7 +155,11 @@ def train_step(
             )
         else:
             result = train(
-                scan, work / "model", config, checkpoint_dir=work / "checkpoints", on_epoch=logger
+                scan,
+                work / "model",
+                config,
+                checkpoint_dir=work / "checkpoints",
+                on_epoch=after_epoch,
             )
     except BaseException:
         registry.client.set_terminated(run_id, status="FAILED")

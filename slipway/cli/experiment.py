@@ -25,6 +25,8 @@ SHORTCUTS: dict[str, str] = {
     "gpus_per_node": "cluster.gpus_per_node",
     "tracking_uri": "tracking.uri",
     "image": "cluster.image",
+    "trials": "search.n_trials",
+    "parallelism": "search.parallelism",
 }
 
 
@@ -60,6 +62,16 @@ ImageSize = Annotated[int | None, typer.Option(help=field_help(SHORTCUTS["image_
 GpusPerNode = Annotated[int | None, typer.Option(help=field_help(SHORTCUTS["gpus_per_node"]))]
 TrackingUri = Annotated[str | None, typer.Option(help=field_help(SHORTCUTS["tracking_uri"]))]
 Image = Annotated[str | None, typer.Option(help=field_help(SHORTCUTS["image"]))]
+Trials = Annotated[int | None, typer.Option(help=field_help(SHORTCUTS["trials"]))]
+Parallelism = Annotated[int | None, typer.Option(help=field_help(SHORTCUTS["parallelism"]))]
+Search = Annotated[
+    bool,
+    typer.Option(
+        "--search",
+        help="The hyperparameter search pipeline over the experiment's `search` section "
+        "(docs/training.md, Hyperparameter search) instead of one training run.",
+    ),
+]
 
 
 def _format(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""`slipway pipeline compile | run --local | submit`: the training pipeline from a terminal.
+"""`slipway pipeline compile | run --local | submit`: the training pipeline from a terminal,
+or with `--search` the hyperparameter search pipeline over the experiment's `search` section.
 
 Every command reads the same experiment (`--config`, `--set`, shortcuts; see
 `slipway.cli.experiment`), so `run --local` and `submit` train the same model from the same
@@ -20,8 +21,11 @@ from slipway.cli.experiment import (
     Epochs,
     Image,
     ModelName,
+    Parallelism,
+    Search,
     Sets,
     TrackingUri,
+    Trials,
     resolve,
 )
 from slipway.config.experiment import ExperimentConfig
@@ -34,23 +38,53 @@ pipeline_app = typer.Typer(
     no_args_is_help=True,
 )
 WORK = Path(".slipway")
+IR_DIR = Path("build/pipelines")
 Fresh = Annotated[bool, typer.Option("--fresh", help="Ignore cached steps; run everything.")]
+
+
+def _pipeline(experiment: ExperimentConfig, search: bool) -> dict[str, Any]:
+    """How to build, name and call the training pipeline or, with `search`, the search's.
+
+    A search needs a search space; its rounds and parallelism shape the compiled graph.
+    """
+    from functools import partial
+
+    if not search:
+        from pipelines.training import PIPELINE_NAME, build_pipeline, run_arguments
+
+        return {"build": build_pipeline, "name": PIPELINE_NAME, "arguments": run_arguments}
+    from pipelines.search import PIPELINE_NAME, build_search_pipeline, search_arguments
+
+    if not experiment.search.space:
+        raise SlipwayError(
+            "--search needs a search space: search.space in the experiment file "
+            "(docs/training.md, Hyperparameter search)"
+        )
+    build = partial(build_search_pipeline, shape=experiment.search)
+    return {"build": build, "name": PIPELINE_NAME, "arguments": search_arguments}
 
 
 @pipeline_app.command("compile")
 def compile_cmd(
-    out: Annotated[Path, typer.Option(help="IR YAML to write.")] = Path(
-        "build/pipelines/training.yaml"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="IR YAML to write [default: build/pipelines/training.yaml or search.yaml]."
+        ),
+    ] = None,
     config: ConfigFile = None,
     sets: Sets = None,
     image: Image = None,
+    search: Search = False,
+    parallelism: Parallelism = None,
 ) -> None:
     """Compile the pipeline to KFP IR YAML for upload to a cluster (cluster section applied)."""
     from pipelines.run import compile_pipeline
 
     experiment = resolve(locals())
-    compile_pipeline(out, experiment.cluster)
+    chosen = _pipeline(experiment, search)
+    out = out or IR_DIR / ("search.yaml" if search else "training.yaml")
+    compile_pipeline(out, experiment.cluster, chosen["build"])
     typer.echo(f"wrote {out} (image {experiment.cluster.image})")
 
 
@@ -85,16 +119,19 @@ def run_cmd(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Stream every step's output (else: to a log file).")
     ] = False,
+    search: Search = False,
+    trials: Trials = None,
+    parallelism: Parallelism = None,
 ) -> None:
     """Run the whole pipeline locally and print a summary (use `submit` for a cluster)."""
     from pipelines.run import run_local
-    from pipelines.training import run_arguments
     from slipway.registry.lineage import git_revision
 
     if not local:
         raise SlipwayError("only --local runs here; use `slipway pipeline submit --host URL`")
     experiment = _local_experiment(resolve(locals()))
-    arguments = run_arguments(experiment, git_commit=git_revision(Path.cwd()))
+    chosen = _pipeline(experiment, search)
+    arguments = chosen["arguments"](experiment, git_commit=git_revision(Path.cwd()))
     arguments["checkpoint_root"] = str((work / "checkpoints").resolve())
     log_file = None if verbose else work / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
     if log_file:
@@ -105,7 +142,10 @@ def run_cmd(
         fresh=fresh,
         opts=experiment.cluster,
         log_file=log_file,
+        build=chosen["build"],
     )
+    if search:
+        typer.echo(f"search: best trial {outputs['best_trial']} of {experiment.search.n_trials}")
     _print_summary(experiment.tracking.uri, experiment.model.name, outputs)
 
 
@@ -186,16 +226,19 @@ def submit_cmd(
     tracking_uri: TrackingUri = None,
     image: Image = None,
     fresh: Fresh = False,
+    search: Search = False,
+    trials: Trials = None,
+    parallelism: Parallelism = None,
 ) -> None:
     """Compile and submit to a KFP cluster: one run, or a recurring run with --schedule."""
     from pipelines.run import submit
-    from pipelines.training import run_arguments
     from slipway.registry.lineage import git_revision
 
     experiment = resolve(locals())
+    chosen = _pipeline(experiment, search)
     result = submit(
         host,
-        run_arguments(experiment, git_commit=git_revision(Path.cwd())),
+        chosen["arguments"](experiment, git_commit=git_revision(Path.cwd())),
         experiment=experiment_name,
         namespace=namespace,
         token=token,
@@ -205,6 +248,8 @@ def submit_cmd(
         run_name=run_name,
         fresh=fresh,
         opts=experiment.cluster,
+        build=chosen["build"],
+        name=chosen["name"],
     )
     for key, value in result.items():
         typer.echo(f"{key}: {value}")

@@ -1,5 +1,6 @@
 """`ExperimentConfig`: one YAML file with the data, model, training, promotion, tracking and
-cluster sections of a run, plus `--set section.key=value` overrides.
+cluster sections of a run, the hyperparameter `search` over the training section (used by
+`slipway pipeline ... --search`), plus `--set section.key=value` overrides.
 
     data:      {source: /data/images, val_fraction: 0.1}
     training:  {arch: resnet18, epochs: 5}
@@ -23,6 +24,7 @@ from slipway.config.cluster import ClusterOptions
 from slipway.config.export import Int8Config
 from slipway.config.promotion import PromotionPolicy
 from slipway.config.rollout import RolloutCriteria
+from slipway.config.search import SearchConfig
 from slipway.config.training import TrainConfig
 from slipway.errors import ConfigError
 
@@ -76,6 +78,7 @@ class ExperimentConfig(Section):
     rollout: RolloutCriteria = Field(default_factory=RolloutCriteria)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cluster: ClusterOptions = Field(default_factory=ClusterOptions)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
