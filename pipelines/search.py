@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 from kfp import dsl
 from kfp.dsl.graph_component import GraphComponent
 
-from components.prepare_dataset import prepare_dataset
 from components.search import (
     collect_trials,
     select_trial,
@@ -31,6 +30,7 @@ from pipelines.training import (
     SECTION_DEFAULTS,
     SECTIONS,
     after_training,
+    prepare_step,
     wire_step,
     wire_train_task,
 )
@@ -75,10 +75,7 @@ def build_search_pipeline(
     ) -> SearchOutputs:
         params = dict(locals())
         params["run_id"] = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        prepare = prepare_dataset(data=data).set_display_name("prepare dataset")
-        prepare.set_caching_options(enable_caching=True)
-        wire_step(prepare, opts, mlflow=False)
-        dataset = prepare.outputs["dataset"]
+        dataset = prepare_step(data, opts)
         start = start_search(
             dataset=dataset,
             search=search,

@@ -106,6 +106,14 @@ def wire_step(task: dsl.PipelineTask, opts: ClusterOptions, mlflow: bool = True)
     _resources(task, opts.step_resources)
 
 
+def prepare_step(data: Any, opts: ClusterOptions) -> Any:
+    """The cached prepare-dataset task of a pipeline; its `dataset` output."""
+    prepare = prepare_dataset(data=data).set_display_name("prepare dataset")
+    prepare.set_caching_options(enable_caching=True)
+    wire_step(prepare, opts, mlflow=False)
+    return prepare.outputs["dataset"]
+
+
 def after_training(
     opts: ClusterOptions, dataset: Any, model: Any, mlflow_run: Any, p: dict[str, Any]
 ) -> dsl.PipelineTask:
@@ -170,10 +178,7 @@ def build_pipeline(opts: ClusterOptions | None = None) -> GraphComponent:
     ) -> PipelineOutputs:
         params = dict(locals())
         params["run_id"] = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        prepare = prepare_dataset(data=data).set_display_name("prepare dataset")
-        prepare.set_caching_options(enable_caching=True)
-        wire_step(prepare, opts, mlflow=False)
-        dataset = prepare.outputs["dataset"]
+        dataset = prepare_step(data, opts)
         train_args = dict(
             dataset=dataset,
             config=training,

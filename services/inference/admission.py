@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import re
 from collections import deque
@@ -27,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.inference.batching import InferenceWorker
 from services.inference.metrics import KSERVE_PREDICT_ROUTE, OIP_INFER_ROUTE
+from services.inference.middleware import send_error
 
 LAG_INTERVAL_S = 0.005
 LAG_SAMPLES = 3  # the lag is the least of the last few: one slow call alone does not count
@@ -123,16 +123,5 @@ async def _refuse(send: Send, wait_s: float, budget_s: float) -> None:
         f"overloaded: expected wait {wait_s * 1000:.0f} ms exceeds the budget of "
         f"{budget_s * 1000:.0f} ms"
     )
-    payload = json.dumps({"error": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"retry-after", str(max(1, math.ceil(wait_s - budget_s))).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    retry = str(max(1, math.ceil(wait_s - budget_s))).encode()
+    await send_error(send, 503, message, [(b"retry-after", retry)])

@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -138,16 +137,23 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _reject(send: Send, limit: int) -> None:
-    body: dict[str, Any] = {"error": f"request body exceeds the limit of {limit} bytes"}
-    payload = json.dumps(body).encode()
+    message = f"request body exceeds the limit of {limit} bytes"
+    await send_error(send, 413, message, [(b"connection", b"close")])
+
+
+async def send_error(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer `{"error": message}` straight from ASGI middleware, before any route runs."""
+    payload = json.dumps({"error": message}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
+                *(headers or []),
             ],
         }
     )
