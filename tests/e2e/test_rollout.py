@@ -1,10 +1,11 @@
 """`slipway rollout` and the drift monitor's Prometheus source against a live Prometheus scraping
-a real service with a staging candidate.
+a real service running a canary.
 
 MLflow (SQLite) holds `tiny` v1 (production) and v2 (staging); the service serves both, as
-`tiny` and `tiny-staging`, following the aliases. Traffic is sent to each by name. A good
-candidate is promoted; the next candidate, whose requests fail (the service's fault injection,
-limited to the staging model), is rolled back. Then drift computed from Prometheus equals
+`tiny` and `tiny-staging`, following the aliases, in canary mode: half of the traffic sent to
+`tiny` is answered by the candidate. A good candidate is promoted; the next candidate, whose
+requests fail (the service's fault injection, limited to the staging model), is rolled back and
+the service sends everything to production again. Then drift computed from Prometheus equals
 drift computed from the prediction log on the same traffic.
 """
 
@@ -38,6 +39,7 @@ NAME = "tiny"
 CANDIDATE = f"{NAME}-staging"
 WINDOW = "2m"
 MIN_REQUESTS = 40
+CANARY_REQUESTS = 4 * MIN_REQUESTS  # at weight 0.5 the candidate gets MIN_REQUESTS at least
 
 
 @dataclass
@@ -124,6 +126,8 @@ def live(
             "SLIPWAY_FAULT_INJECTION": "true",
             "SLIPWAY_DRAIN_SECONDS": "0",
             "SLIPWAY_THREADS": "1",
+            "SLIPWAY_CANARY_MODE": "canary",
+            "SLIPWAY_CANARY_WEIGHT": "0.5",
         },
         f"http://127.0.0.1:{ports['inference']}",
     )
@@ -167,8 +171,7 @@ def test_a_bad_query_and_a_missing_server_are_clear_errors(live: Live) -> None:
 
 def test_a_good_candidate_is_promoted_and_the_decision_recorded(live: Live) -> None:
     assert live.rollout()["action"] == "wait"  # no traffic yet: nothing to judge
-    assert live.send(NAME, MIN_REQUESTS).ok == MIN_REQUESTS
-    assert live.send(CANDIDATE, MIN_REQUESTS).ok == MIN_REQUESTS
+    assert live.send(NAME, CANARY_REQUESTS).ok == CANARY_REQUESTS  # the default route only
     wait_for(
         "Prometheus to count the candidate's requests",
         lambda: (
@@ -208,12 +211,12 @@ def test_a_failing_candidate_is_rolled_back_and_tagged_rejected(live: Live) -> N
     fault = {"mode": "error", "model": CANDIDATE}
     httpx.post(live.inference + "/admin/fault", json=fault).raise_for_status()
     try:
-        failed = live.send(CANDIDATE, MIN_REQUESTS)
-        production = live.send(NAME, 10)
+        mixed = live.send(NAME, CANARY_REQUESTS)
     finally:
         httpx.post(live.inference + "/admin/fault", json={"mode": "off"}).raise_for_status()
-    assert failed.ok == 0 and set(failed.errors) == {"500"}, failed.errors
-    assert production.ok == 10  # the fault hits the candidate only
+    # The canary's share fails, production's share does not.
+    assert set(mixed.errors) == {"500"} and 0 < mixed.ok < CANARY_REQUESTS, mixed.errors
+    production_errors = f'sum(slipway_inference_requests_total{{model="{NAME}",code="5xx"}})'
     wait_for(
         "Prometheus to count the candidate's errors",
         lambda: (
@@ -232,6 +235,14 @@ def test_a_failing_candidate_is_rolled_back_and_tagged_rejected(live: Live) -> N
     assert tags["slipway.rollout"] == "rejected"
     assert tags["slipway.rollout.reason"].startswith("error ratio")
     assert live.rollout()["action"] == "none"  # no candidate left to judge
+    assert live.seen(production_errors) == 0
+    # The staging alias is gone: the pods send every request to production again.
+    wait_for(
+        "the canary weight to drop to 0",
+        lambda: live.seen(f'slipway_inference_canary_weight{{model="{NAME}"}}') == 0,
+        30,
+    )
+    assert live.send(NAME, 20).ok == 20
 
 
 def test_drift_from_prometheus_equals_drift_from_the_log(live: Live, trained_model: Path) -> None:
