@@ -6,7 +6,8 @@ Same machine, same run, scenarios alternated A-B-A-B over `--rounds`, ResNet-18 
   raw           in-process onnxruntime at batch 1 and the best batch: the limit
   pool          the same forwards issued from a thread pool (what a `def` endpoint does)
   service c=N   `python -m services.inference` (dynamic batching, one inference thread),
-                multipart upload to /v1/predict
+                multipart upload to /v1/predict: `auto`, pinned to onnxruntime FP32, and
+                pinned to onnxruntime INT8 (what the default image, without OpenVINO, serves)
   oip-binary c=N  the same service over the Open Inference Protocol: REST with the binary
                 tensor data extension (a BYTES `image` input, outputs in binary)
   grpc c=N      the same service over OIP gRPC (ModelInfer, raw_input_contents)
@@ -228,7 +229,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         urls, servers = {}, {}
         pinned = {"backend": "onnxruntime", "precision": "fp32"}
-        for kind, settings in (("auto", {}), ("ort-fp32", pinned)):
+        default_image = {"backend": "onnxruntime", "precision": "int8"}  # no OpenVINO there
+        for kind, settings in (("auto", {}), ("ort-fp32", pinned), ("ort-int8", default_image)):
             server = serve("service", model_dir, args.threads, work / f"{kind}.log", **settings)
             servers[kind] = stack.enter_context(server)
             urls[kind] = servers[kind].url
@@ -245,6 +247,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             ("auto multipart", urls["auto"], "multipart"),
             ("auto raw-body", urls["auto"], "raw"),
             ("ort-fp32 multipart", urls["ort-fp32"], "multipart"),
+            ("ort-int8 multipart", urls["ort-int8"], "multipart"),
         ]
         if args.extra:
             clients += [
