@@ -40,7 +40,7 @@ PY
   touch "tools/.layer-$LAYER_VERSION"
 fi
 [ -x "$BIN/helm" ] && echo "helm $("$BIN/helm" version --short)"
-[ -x "$BIN/kubectl" ] && "$BIN/kubectl" version --client | head -1
+[ -x "$BIN/kubectl" ] && "$BIN/kubectl" version --client | sed -n 1p  # sed reads it all: no SIGPIPE
 
 if [ -x tools/checkov/bin/checkov ] && [ "$(tools/checkov/bin/checkov --version)" = "$CHECKOV_VERSION" ]; then
   :
