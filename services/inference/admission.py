@@ -11,6 +11,12 @@ accepted requests within the admission budget at any offered load:
   soon as their headers are parsed: 503 + `Retry-After`, before the body is read, the multipart
   form parsed or the image decoded, so a refused request costs little of the CPU the accepted
   ones need. The route's own `admit` (with the real image count) stays as the exact check.
+  An admitted prediction holds one image of queue room from that moment (`Ticket`), so
+  requests whose headers arrive together are not all admitted on one look at the queue; the
+  route's `admit` takes the hold over. The ticket also carries when the request arrived (the
+  loop's delay counted back), so the inference thread can refuse an admitted image whose
+  answer would come after the budget (`reason="late"`) rather than answer it late: an
+  estimate can be wrong, a deadline cannot.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import asyncio
 import contextlib
 import math
 import re
+import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,6 +38,24 @@ from services.inference.middleware import send_error
 
 LAG_INTERVAL_S = 0.005
 LAG_SAMPLES = 3  # the lag is the least of the last few: one slow call alone does not count
+
+
+@dataclass
+class Ticket:
+    """An admitted prediction request: when it reached the server (time.monotonic(), the
+    loop's delay counted back) and the queue room it holds until the route's `admit`."""
+
+    arrived: float
+    held: int = 0
+
+    def take(self) -> int:
+        """The held room, handed over once (to `admit`, or back to the worker)."""
+        held, self.held = self.held, 0
+        return held
+
+
+# The ticket of the request the current task handles; None outside admitted predictions.
+TICKET: ContextVar[Ticket | None] = ContextVar("slipway_ticket", default=None)
 
 # Prediction routes by URL: (pattern, route template); `name` is the served model, if any.
 _ROUTES = (
@@ -93,14 +119,21 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST" or not self.worker.budget_s:
             await self.app(scope, receive, send)
             return
-        wait = self.worker.expected_wait_s(1)
-        if wait <= self.worker.budget_s:
-            await self.app(scope, receive, send)
-            return
         matched = _match(scope["path"])
         # Unknown models go on to their 404; `?model=` on /v1/predict is counted as the default.
         if matched is None or (matched[1] and matched[1] not in self.models):
             await self.app(scope, receive, send)
+            return
+        arrived = time.monotonic() - self.worker.loop_lag_s
+        held, wait = self.worker.hold()
+        if held:
+            ticket = Ticket(arrived, held=1)
+            TICKET.set(ticket)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if ticket.held:  # the request ended before its route's `admit`
+                    self.worker.release(ticket.take())
             return
         template, name = matched
         scope["route"] = _Route(template)
@@ -125,3 +158,12 @@ async def _refuse(send: Send, wait_s: float, budget_s: float) -> None:
     )
     retry = str(max(1, math.ceil(wait_s - budget_s))).encode()
     await send_error(send, 503, message, [(b"retry-after", retry)])
+
+
+def claim() -> tuple[float, int]:
+    """(when the request being handled reached the server, the queue room it holds), the hold
+    handed to the caller; (now, 0) without a ticket (gRPC, HTTP without a budget)."""
+    ticket = TICKET.get()
+    if ticket is None:
+        return time.monotonic(), 0
+    return ticket.arrived, ticket.take()

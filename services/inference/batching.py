@@ -33,6 +33,9 @@ from services.inference.model import LoadedModel, ModelSlot
 log = logging.getLogger(__name__)
 
 COST_SMOOTHING = 0.2  # weight of the newest batch in the per-image cost average
+# A batch is judged late when even a slow forward (the mean cost plus this many mean deviations,
+# as TCP sizes its retransmission timer) would answer it after its deadline.
+LATE_DEVIATIONS = 2.0
 
 
 @dataclass
@@ -64,12 +67,19 @@ class Fault:
 
 
 class _Item:
-    __slots__ = ("array", "enqueued", "future", "loop", "slot")
+    __slots__ = ("array", "deadline", "enqueued", "future", "loop", "slot")
 
-    def __init__(self, slot: ModelSlot, array: np.ndarray, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        slot: ModelSlot,
+        array: np.ndarray,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float = math.inf,
+    ) -> None:
         self.slot = slot
         self.array = array
         self.loop = loop
+        self.deadline = deadline  # time.monotonic() its answer is due by; inf: no budget
         self.future: asyncio.Future[Prediction] = loop.create_future()
         self.enqueued = time.monotonic()
 
@@ -113,6 +123,7 @@ class InferenceWorker:
         self.timeout_s = timeout_s
         self.budget_s = budget_s
         self.image_cost_s = 0.0  # recent seconds per image through the thread; 0 until measured
+        self.image_cost_dev_s = 0.0  # recent mean deviation of it
         self.loop_lag_s = 0.0  # the event loop's recent delay (admission.LoopLag sets it)
         self._running = 0
         self._last_end = 0.0
@@ -139,6 +150,16 @@ class InferenceWorker:
         queue ahead and these images at the recent cost per image."""
         return self.loop_lag_s + (self.pending + self._running + count) * self.image_cost_s
 
+    def hold(self) -> tuple[int, float]:
+        """Room for one image for a request whose body is still to be read, if its expected
+        wait is within the budget: (images held, 0 or 1; the expected wait)."""
+        with self._cv:
+            wait = self.expected_wait_s(1)
+            if self._closing or wait > self.budget_s:
+                return 0, wait
+            self._reserved += 1
+            return 1, wait
+
     def admit(
         self,
         slot: ModelSlot,
@@ -146,6 +167,7 @@ class InferenceWorker:
         budget_s: float | None = None,
         reason: str = "over_budget",
         ahead_only: bool = False,
+        held: int = 0,
     ) -> None:
         """Reserve room for `count` images or refuse now with 503 (over the time budget, queue
         full or draining).
@@ -154,9 +176,11 @@ class InferenceWorker:
         shed before predictions) and `reason` is the rejection's label when it is exceeded.
         `ahead_only` judges the wait until the first of the images starts, not the last: an
         explanation's own images are bounded by their own limit, the queue ahead by this one.
+        `held` images of room (`hold`) become part of this reservation, or are given back.
         """
         budget = self.budget_s if budget_s is None else budget_s
         with self._cv:
+            self._reserved -= held
             if self._closing:
                 self.metrics.rejected.labels(slot.name, "draining").inc()
                 raise UnavailableError("the server is shutting down", reason="draining")
@@ -196,10 +220,19 @@ class InferenceWorker:
             self._reserved -= count
             self._cv.notify()
 
-    async def submit(self, slot: ModelSlot, arrays: list[np.ndarray]) -> list[Prediction]:
-        """Queue admitted arrays and wait for their predictions, within the request timeout."""
+    def deadline(self, arrived: float) -> float:
+        """When a prediction that reached the server at `arrived` (time.monotonic()) is due:
+        the admission budget later; inf without a budget."""
+        return arrived + self.budget_s if self.budget_s else math.inf
+
+    async def submit(
+        self, slot: ModelSlot, arrays: list[np.ndarray], deadline: float = math.inf
+    ) -> list[Prediction]:
+        """Queue admitted arrays and wait for their predictions, within the request timeout.
+        An image whose batch could not be answered by `deadline` (time.monotonic()) when its
+        turn comes is refused with 503 (`reason="late"`) instead of being answered late."""
         loop = asyncio.get_running_loop()
-        items = [_Item(slot, array, loop) for array in arrays]
+        items = [_Item(slot, array, loop, deadline) for array in arrays]
         with self._cv:
             self._reserved -= len(items)
             self._items.extend(items)
@@ -299,6 +332,12 @@ class InferenceWorker:
 
     def _process(self, batch: list[_Item]) -> None:
         now = time.monotonic()
+        # When this batch's answers would be back on the loop after a slow forward. An injected
+        # stall stands for a slow model the latency alerts must see: nothing is judged late.
+        slow = self.image_cost_s + LATE_DEVIATIONS * self.image_cost_dev_s
+        answered = now + len(batch) * slow + self.loop_lag_s
+        if self.fault.current(batch[0].slot.name) == "slow":
+            answered = -math.inf
         live = []
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for item in batch:
@@ -307,6 +346,16 @@ class InferenceWorker:
             if now - item.enqueued > self.timeout_s:
                 self.metrics.rejected.labels(item.slot.name, "timeout").inc()
                 error = UnavailableError("timed out in the queue; overloaded", "timeout")
+                results.append((item.future, None, error))
+                continue
+            if answered > item.deadline:
+                self.metrics.rejected.labels(item.slot.name, "late").inc()
+                error = UnavailableError(
+                    f"overloaded: no answer possible within the budget of "
+                    f"{self.budget_s * 1000:.0f} ms",
+                    reason="late",
+                    retry_after=1,
+                )
                 results.append((item.future, None, error))
                 continue
             live.append(item)
@@ -327,9 +376,12 @@ class InferenceWorker:
         per_image_s = max(0.0, now - began - self._stalled) / len(items)
         self._stalled = 0.0
         previous = self.image_cost_s
-        self.image_cost_s = (
-            per_image_s if not previous else previous + COST_SMOOTHING * (per_image_s - previous)
-        )
+        if not previous:
+            self.image_cost_s = per_image_s
+            return
+        error = per_image_s - previous
+        self.image_cost_s = previous + COST_SMOOTHING * error
+        self.image_cost_dev_s += COST_SMOOTHING * (abs(error) - self.image_cost_dev_s)
 
     def _forward(self, items: list[_Item]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
         slot = items[0].slot

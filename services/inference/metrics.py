@@ -33,7 +33,7 @@ OIP_INFER_ROUTE = "/v2/models/{name}/infer"
 PREDICT_ROUTES = ("/v1/predict", KSERVE_PREDICT_ROUTE, OIP_INFER_ROUTE, GRPC_ROUTE)
 EXPLAIN_ROUTE = "/v1/explain"  # metered apart: many forwards per request, no prediction traffic
 CODE_CLASSES = ("2xx", "4xx", "5xx")
-REJECT_REASONS = ("queue_full", "over_budget", "draining", "timeout", "explain_shed")
+REJECT_REASONS = ("queue_full", "over_budget", "late", "draining", "timeout", "explain_shed")
 PRODUCTION, CANARY = "production", "canary"  # the `variant` label: which model answered
 SHADOW_RESULTS = ("agree", "disagree", "error", "shed")
 DELTA_BUCKETS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))  # -1.0 .. 1.0
@@ -86,8 +86,9 @@ class Metrics:
         )
         self.rejected = Counter(
             p + "rejected_total",
-            "Requests refused with 503 (queue_full, over_budget, draining, timeout; "
-            "explain_shed: an explanation over its smaller budget).",
+            "Requests refused with 503 (queue_full; over_budget: on arrival; late: admitted, "
+            "but past the budget when its turn came; draining; timeout; explain_shed: an "
+            "explanation over its smaller budget).",
             ["model", "reason"], registry=r,
         )  # fmt: skip
         # The drift inputs, per loaded version (see `set_drift_version`).

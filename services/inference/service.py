@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from services.inference.admission import LoopLag
+from services.inference.admission import LoopLag, claim
 from services.inference.batching import InferenceWorker, Prediction
 from services.inference.embeddings import EmbeddingWindows
 from services.inference.errors import ModelNotFoundError, UnavailableError
@@ -25,7 +25,7 @@ from services.inference.images import Prepared, prepare_many
 from services.inference.metrics import CANARY, PRODUCTION, Metrics
 from services.inference.model import LoadedModel, ModelSlot
 from services.inference.predlog import PredictionLog
-from services.inference.reload import Loader
+from services.inference.reload import Loader, thaw_heap
 from services.inference.settings import Settings
 from services.inference.source import ModelSource
 from services.inference.variants import Variants
@@ -155,6 +155,7 @@ class InferenceService:
         await asyncio.to_thread(self.worker.close, self.settings.request_timeout_s)
         if self.predlog:
             await asyncio.to_thread(self.predlog.close)
+        thaw_heap()
         log.info("stopped: every accepted request answered, prediction log flushed")
 
     def slot(self, name: str | None) -> ModelSlot:
@@ -182,7 +183,9 @@ class InferenceService:
         """Decode, preprocess (off the loop) and predict uploaded images."""
         began = time.perf_counter()
         model = self.current(slot)
-        self.worker.admit(slot, len(payloads))
+        arrived, held = claim()
+        self.worker.admit(slot, len(payloads), held=held)
+        due = self.worker.deadline(arrived)
         gauge = self.metrics.in_flight.labels(slot.name)
         gauge.inc()
         try:
@@ -193,7 +196,7 @@ class InferenceService:
             except BaseException:
                 self.worker.release(len(payloads))
                 raise
-            return await self._run(slot, inputs, route, began, payloads)
+            return await self._run(slot, inputs, route, began, due, payloads)
         finally:
             gauge.dec()
 
@@ -201,11 +204,13 @@ class InferenceService:
         """Predict already preprocessed float32 (C, H, W) inputs."""
         began = time.perf_counter()
         self.current(slot)
-        self.worker.admit(slot, len(inputs))
+        arrived, held = claim()
+        self.worker.admit(slot, len(inputs), held=held)
+        due = self.worker.deadline(arrived)
         gauge = self.metrics.in_flight.labels(slot.name)
         gauge.inc()
         try:
-            return await self._run(slot, inputs, route, began)
+            return await self._run(slot, inputs, route, began, due)
         finally:
             gauge.dec()
 
@@ -215,9 +220,10 @@ class InferenceService:
         inputs: list[Prepared],
         route: str,
         began: float,
+        due: float,
         payloads: list[tuple[str, bytes]] | None = None,
     ) -> Answer:
-        predictions = await self.worker.submit(slot, [p.array for p in inputs])
+        predictions = await self.worker.submit(slot, [p.array for p in inputs], due)
         variant = self.variants.variant_of(slot.name)
         points = self._observe(inputs, predictions)
         self._log(inputs, predictions, points, route, variant, began)

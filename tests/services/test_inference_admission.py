@@ -132,3 +132,47 @@ def test_a_loop_that_stays_behind_counts_in_the_expected_wait_one_slow_call_does
     assert worker.expected_wait_s(1) == 0.0  # reset when stopped; no cost learned yet
     worker.loop_lag_s = 0.15
     assert worker.expected_wait_s(1) == pytest.approx(0.15)
+
+
+def test_admitted_requests_hold_room_so_requests_arriving_together_are_not_all_let_in() -> None:
+    metrics = Metrics()
+    worker = InferenceWorker(metrics, budget_s=0.1)
+    worker.image_cost_s = 0.04  # two images fit in the budget
+    gate = asyncio.Event()
+    seen: list[int] = []
+
+    class _Slow(_App):
+        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+            seen.append(worker.pending)
+            await gate.wait()  # bodies still on their way: no route has called `admit`
+            await super().__call__(scope, receive, send)
+
+    inner = _Slow()
+    app = AdmissionMiddleware(inner, worker, default_model=MODEL, models={MODEL})
+
+    async def one() -> int:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"x", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": [],
+                 "query_string": b""}  # fmt: skip
+        await app(scope, receive, send)
+        return sent[0]["status"]
+
+    async def scenario() -> list[int]:
+        requests = [asyncio.ensure_future(one()) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        return list(await asyncio.gather(*requests))
+
+    statuses = asyncio.run(scenario())
+    assert sorted(statuses) == [200, 200, 503, 503]
+    assert seen == [1, 2]  # each admitted request held one image while its body was read
+    assert worker.pending == 0  # the app never admitted them: the holds were given back
+    text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "slipway_inference_rejected_total", reason="over_budget") == 2

@@ -77,6 +77,11 @@ def test_predict_with_the_image_as_the_raw_body(
     assert empty.status_code == 400
     text = client.post("/v1/predict", content=b"x", headers={"Content-Type": "text/plain"})
     assert text.status_code == 415
+    unknown = client.post("/v1/predict", content=data, params={"model": "nope"},
+                          headers={"Content-Type": "image/png"})  # fmt: skip
+    assert unknown.status_code == 404
+    # Answered, refused and failed requests all gave back the queue room they held.
+    assert client.app.state.service.worker.pending == 0
 
 
 def test_predict_one_and_many_files(

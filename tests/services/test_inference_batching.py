@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,52 @@ def test_the_cost_per_image_is_learned_from_forwards(slot: ModelSlot) -> None:
         worker.close(10)
     assert worker.image_cost_s > 0
     assert worker.expected_wait_s(3) == pytest.approx(3 * worker.image_cost_s)
+
+
+def test_an_image_that_would_be_answered_past_its_deadline_is_refused_not_served_late(
+    slot: ModelSlot,
+) -> None:
+    metrics = Metrics()
+    worker = InferenceWorker(metrics, max_batch=4, max_wait_s=0.0, budget_s=0.2)
+    worker.image_cost_s = 0.01
+    worker.start()
+    arrays = _inputs(slot, 2)
+
+    async def scenario() -> tuple[BaseException | None, list]:
+        now = time.monotonic()
+        worker.admit(slot, 2)
+        late = worker.submit(slot, arrays[:1], deadline=worker.deadline(now - 0.5))
+        due = worker.submit(slot, arrays[1:], deadline=worker.deadline(now))
+        results = await asyncio.gather(late, due, return_exceptions=True)
+        return results[0], results[1]
+
+    try:
+        refused, answered = asyncio.run(scenario())
+    finally:
+        worker.close(10)
+    assert isinstance(refused, UnavailableError) and refused.reason == "late"
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    assert "budget of 200 ms" in str(refused)
+    assert len(answered) == 1 and answered[0].logits.shape == (len(slot.current.classes),)
+    text = _text(metrics)
+    assert metric_value(text, "slipway_inference_rejected_total", reason="late") == 1
+    assert metric_value(text, "slipway_inference_batch_size_sum", model="tiny") == 1
+    assert worker.deadline(10.0) == pytest.approx(10.2)
+    assert InferenceWorker(metrics).deadline(10.0) == float("inf")  # no budget, no deadline
+
+
+def test_held_room_counts_in_the_wait_and_becomes_the_reservation(slot: ModelSlot) -> None:
+    metrics = Metrics()
+    worker = InferenceWorker(metrics, budget_s=0.1)
+    worker.image_cost_s = 0.02  # 20 ms per image: five fit in the budget
+    holds = [worker.hold() for _ in range(6)]
+    assert [h for h, _ in holds] == [1, 1, 1, 1, 1, 0]  # the sixth would wait 120 ms
+    assert holds[-1][1] == pytest.approx(0.12)
+    assert worker.pending == 5
+    worker.admit(slot, 1, held=1)  # a held request's own image is already counted
+    assert worker.pending == 5
+    with pytest.raises(UnavailableError):
+        worker.admit(slot, 3, held=1)  # 4 + 3 images: 140 ms; the hold is given back
+    assert worker.pending == 4
+    worker.release(4)
+    assert worker.pending == 0

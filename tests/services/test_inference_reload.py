@@ -3,6 +3,7 @@ registered in the previous format (a folder of run artifacts) still load."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import time
@@ -115,6 +116,9 @@ def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes:
         eventually(refused, timeout=30)
         assert _version(client) == after
         assert _predict(client, png_bytes)["version"] == after
+        # What a live version holds stays out of full collections while it serves.
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # handed back to the collector on shutdown
 
 
 def test_two_registries_never_share_a_cached_version(trained_model: Path, tmp_path: Path) -> None:
