@@ -1,8 +1,8 @@
 """Where one request's CPU goes: client, HTTP and parsing, decode + preprocessing, model.
 
-Runs the service (`auto` backend) on the serving benchmark's model, sends requests for
-`--seconds` from `--concurrency` closed-loop clients of `slipway.loadtest` (multipart, then
-raw-body), and splits the CPU seconds per request:
+Runs the service (`auto`, or `--backend`/`--precision`) on the serving benchmark's model,
+sends requests for `--seconds` from `--concurrency` closed-loop clients of `slipway.loadtest`
+(multipart, then raw-body), and splits the CPU seconds per request:
 
   server total    the service process's `process_cpu_seconds_total` delta / requests
   model           process CPU per image of the runtime `auto` chose, at the mean batch size
@@ -47,12 +47,11 @@ def _scrape(url: str) -> tuple[float, float, float, float]:
         _metric(text, "slipway_inference_batch_size_sum"),
         _metric(text, "slipway_inference_batch_size_count"),
         sum(
-            float(v)
-            for v in re.findall(
-                r'^slipway_inference_requests_total{code="2xx",[^}]*route="/v1/predict"} (\S+)$',
-                text,
-                re.M,
+            float(value)
+            for labels, value in re.findall(
+                r"^slipway_inference_requests_total{([^}]*)} (\S+)$", text, re.M
             )
+            if 'code="2xx"' in labels and 'route="/v1/predict"' in labels
         ),
     )
 
@@ -119,14 +118,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="auto", help="auto|onnxruntime|openvino|torch")
+    parser.add_argument("--precision", default="auto", help="auto|fp32|int8")
     args = parser.parse_args()
+    pinned = {"backend": args.backend, "precision": args.precision}
     work = Path(tempfile.mkdtemp(prefix="slipway-profile-"))
     model_dir = make_model(work / "model")
     image_path = work / "image.jpg"
     image_path.write_bytes(make_image())
     local = in_process(model_dir, image_path.read_bytes())
     rows = []
-    with serve("service", model_dir, args.threads, work / "service.log") as server:
+    with serve("service", model_dir, args.threads, work / "service.log", **pinned) as server:
         for kind in ("multipart", "raw"):
             cpu0, images0, batches0, count0 = _scrape(server.url)
             child0 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -2,7 +2,8 @@
 
 Every way an upload can be unusable (empty, not an image, truncated, a decompression bomb, too
 many pixels, an unsupported pixel mode) becomes a typed 4xx error with a message. These
-functions block (decoding is CPU work): call them off the event loop.
+functions block (decoding is CPU work): the service prepares small uploads on the event loop
+(`pixel_count` tells them apart by their headers, without decoding) and the rest on a thread.
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ def prepare(payload: bytes, transform: Preprocessing, max_pixels: int, label: st
         brightness=stats["brightness"],
         contrast=stats["contrast"],
     )
+
+
+def pixel_count(payloads: list[tuple[str, bytes]]) -> int:
+    """The uploads' pixels in all, read from their headers; one whose header cannot be read
+    counts 0 (`prepare` says what is wrong with it)."""
+    total = 0
+    for _, data in payloads:
+        try:
+            width, height = Image.open(io.BytesIO(data)).size
+        except Exception:  # any unreadable header is prepare's to report
+            continue
+        total += width * height
+    return total
 
 
 def prepare_many(

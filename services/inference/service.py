@@ -21,7 +21,7 @@ from services.inference.admission import LoopLag, claim
 from services.inference.batching import InferenceWorker, Prediction
 from services.inference.embeddings import EmbeddingWindows
 from services.inference.errors import ModelNotFoundError, UnavailableError
-from services.inference.images import Prepared, prepare_many
+from services.inference.images import Prepared, pixel_count, prepare_many
 from services.inference.metrics import CANARY, PRODUCTION, Metrics
 from services.inference.model import LoadedModel, ModelSlot
 from services.inference.predlog import PredictionLog
@@ -180,7 +180,7 @@ class InferenceService:
     async def predict_files(
         self, slot: ModelSlot, payloads: list[tuple[str, bytes]], route: str
     ) -> Answer:
-        """Decode, preprocess (off the loop) and predict uploaded images."""
+        """Decode, preprocess (small uploads on the loop, larger on a thread) and predict."""
         began = time.perf_counter()
         model = self.current(slot)
         arrived, held = claim()
@@ -190,9 +190,11 @@ class InferenceService:
         gauge.inc()
         try:
             try:
-                inputs = await run_in_threadpool(
-                    prepare_many, payloads, model.transform, self.settings.max_image_pixels
-                )
+                limits = (model.transform, self.settings.max_image_pixels)
+                if pixel_count(payloads) <= self.settings.inline_decode_max_pixels:
+                    inputs = prepare_many(payloads, *limits)
+                else:
+                    inputs = await run_in_threadpool(prepare_many, payloads, *limits)
             except BaseException:
                 self.worker.release(len(payloads))
                 raise

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=10 * MIB, ge=1)
     max_image_pixels: int = Field(default=25_000_000, ge=1)
+    inline_decode_max_pixels: int = Field(
+        default=384 * 384,
+        ge=0,
+        description="Uploads of at most this many pixels in all are decoded on the event loop, "
+        "larger ones on a worker thread: handing a small image to a thread costs more CPU than "
+        "decoding it (+9 % throughput at INT8 on 2 cores). 0: always a thread.",
+    )
     request_timeout_s: float = Field(default=30.0, gt=0)
     reload_interval_s: float = Field(
         default=30.0, ge=0, description="Seconds between checks for a new model; 0: no hot reload."

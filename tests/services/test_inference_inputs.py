@@ -404,3 +404,31 @@ def test_onnxruntime_serving_never_imports_torch(
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("served ")
+
+
+def test_small_uploads_are_prepared_on_the_loop_large_ones_on_a_thread(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.inference.service as service_module
+    from services.inference.images import pixel_count
+
+    threaded: list[object] = []
+    real = service_module.run_in_threadpool
+
+    async def counting(fn: object, *args: object) -> object:
+        threaded.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(service_module, "run_in_threadpool", counting)
+    small, large = _png((28, 28)), _png((500, 400))  # a uniform gray: the same model input
+    limit = client.app.state.settings.inline_decode_max_pixels
+    assert pixel_count([("s", small)]) <= limit < pixel_count([("l", large)]) == 200_000
+    assert pixel_count([("s", small), ("junk", b"not an image")]) == 28 * 28
+    answers = []
+    for payload in (small, large):
+        response = client.post("/v1/predict", files=[("files", ("x.png", payload, "image/png"))])
+        assert response.status_code == 200, response.text
+        answers.append(response.json()["predictions"][0])
+    assert [getattr(fn, "__name__", "") for fn in threaded] == ["prepare_many"]  # the large one
+    assert answers[0]["top_class"] == answers[1]["top_class"]
+    assert answers[0]["confidence"] == pytest.approx(answers[1]["confidence"], abs=1e-6)

@@ -52,3 +52,29 @@ def test_image_stats() -> None:
     assert stats["brightness"] == pytest.approx(0.5)
     assert stats["contrast"] == pytest.approx(0.5)
     assert stats["width"] == 2
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_normalisation_by_lookup_is_bit_identical_to_the_formula(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    mean = tuple(float(v) for v in rng.uniform(0, 1, channels))
+    std = tuple(float(v) for v in rng.uniform(0.05, 1, channels))
+    prep = Preprocessing(image_size=16, channels=channels, mean=mean, std=std)
+    shape = (37, 23) if channels == 1 else (37, 23, 3)
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    scaled = pixels.astype(np.float32) / 255.0
+    planes = scaled[None] if channels == 1 else scaled.transpose(2, 0, 1)
+    formula = (planes - np.float32(mean)[:, None, None]) / np.float32(std)[:, None, None]
+    got = prep.normalize(pixels)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got.view(np.uint32), formula.astype(np.float32).view(np.uint32))
+
+
+def test_image_stats_equal_the_float64_mean_and_deviation_of_the_gray_image() -> None:
+    pixels = np.random.default_rng(5).integers(0, 256, (31, 17, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    gray = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    stats = image_stats(image)
+    assert stats["brightness"] == pytest.approx(gray.mean(), rel=1e-12)
+    assert stats["contrast"] == pytest.approx(gray.std(), rel=1e-12)
+    assert (stats["width"], stats["height"]) == (17, 31)
