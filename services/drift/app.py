@@ -86,7 +86,7 @@ class State:
             await asyncio.sleep(self.settings.interval_s)
 
 
-def get_state(request: Request) -> State:
+async def get_state(request: Request) -> State:
     return request.app.state.drift
 
 

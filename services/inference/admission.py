@@ -96,7 +96,8 @@ class LoopLag:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        recent: deque[float] = deque(maxlen=LAG_SAMPLES)
+        # Starts as "on time", so that a stall right at start-up is one slow call like any.
+        recent: deque[float] = deque([0.0] * LAG_SAMPLES, maxlen=LAG_SAMPLES)
         while True:
             began = loop.time()
             await asyncio.sleep(self.interval_s)

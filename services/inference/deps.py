@@ -2,7 +2,9 @@
 
 The token check depends on FastAPI's `HTTPBearer`, so the OpenAPI document names the bearer
 scheme on every guarded operation (`openapi.py` drops it again when no token is configured).
-The gRPC adapter uses the same `token_matches`.
+The gRPC adapter uses the same `token_matches`. Dependencies are `async def` although they
+never wait: FastAPI runs a plain `def` dependency on its thread pool, a hand-off per request
+that costs more CPU than the dependency itself.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ bearer = HTTPBearer(
 )
 
 
-def get_service(request: Request) -> InferenceService:
+async def get_service(request: Request) -> InferenceService:
     return request.app.state.service
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:

@@ -13,7 +13,8 @@ after loading (modules, the runtime's bindings, the app: about 100,000 objects) 
 as it does, and every full collection of the cyclic garbage collector would traverse it again,
 a pause of the event loop and the inference thread of 14 ms on an idle machine and 40-160 ms
 under load on 2 cores, which lands in the latency tail. Frozen objects are still freed by
-reference counting; `thaw_heap` on shutdown hands them back to the collector.
+reference counting, and each new version unfreezes and collects first, so a version swapped
+out (cycles included) is not kept; `thaw_heap` on shutdown hands everything back.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ async def _guard(step: Awaitable[bool], name: str) -> None:
 
 
 def freeze_heap() -> None:
-    """Collect once, then keep every object alive now out of later full collections."""
+    """Collect everything once, then keep every object alive now out of later collections.
+    What an earlier freeze kept (a version swapped out since) is collected again first."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 

@@ -32,7 +32,7 @@ router = APIRouter(prefix="/v2", tags=["v2"], dependencies=Authorized)
 _SCHEMAS = "#/components/schemas/"
 
 
-def get_dataplane(request: Request) -> DataPlane:
+async def get_dataplane(request: Request) -> DataPlane:
     return request.app.state.dataplane
 
 

@@ -7,6 +7,7 @@ import gc
 import json
 import shutil
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,7 @@ def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes:
     settings = settings_for(model_copy, reload_interval_s=0.2)
     with ready_client(settings) as client:
         before = _version(client)
+        first = weakref.ref(client.app.state.service.main.current)
         card_path = model_copy / "model_card.json"
         card = json.loads(card_path.read_text())
         card["metrics"]["note"] = 1.0
@@ -105,6 +107,7 @@ def test_local_folder_reloads_when_its_files_change(model_copy: Path, png_bytes:
         eventually(lambda: _version(client) not in ("", before), timeout=30)
         after = _version(client)
         assert client.get("/v1/models").json()["details"][0]["metrics"]["note"] == 1.0
+        assert first() is None  # the swapped-out version was not kept by the frozen heap
         assert _predict(client, png_bytes)["version"] == after
 
         (model_copy / "model.onnx").write_bytes(b"garbage")
