@@ -33,9 +33,12 @@ from services.inference.model import LoadedModel, ModelSlot
 log = logging.getLogger(__name__)
 
 COST_SMOOTHING = 0.2  # weight of the newest batch in the per-image cost average
-# A batch is judged late when even a slow forward (the mean cost plus this many mean deviations,
-# as TCP sizes its retransmission timer) would answer it after its deadline.
-LATE_DEVIATIONS = 2.0
+# Every wait counts this share of the budget for the answer's way back (the loop, the socket,
+# the client), which the server cannot time.
+ANSWER_SHARE = 0.05
+# A batch is judged late when even a slow forward (the mean cost per image plus this many mean
+# deviations, as TCP sizes its retransmission timer) would answer it after its deadline.
+SLOW_DEVIATIONS = 2.0
 
 
 @dataclass
@@ -146,9 +149,11 @@ class InferenceWorker:
         return len(self._items) + self._reserved
 
     def expected_wait_s(self, count: int = 1) -> float:
-        """Seconds until `count` more images would be answered: the event loop's delay plus the
-        queue ahead and these images at the recent cost per image."""
-        return self.loop_lag_s + (self.pending + self._running + count) * self.image_cost_s
+        """Seconds until `count` more images would be answered: the event loop's delay, the
+        queue ahead and these images at the recent cost per image, and the answer's way back
+        (`ANSWER_SHARE` of the budget)."""
+        queue = (self.pending + self._running + count) * self.image_cost_s
+        return self.loop_lag_s + queue + ANSWER_SHARE * self.budget_s
 
     def hold(self) -> tuple[int, float]:
         """Room for one image for a request whose body is still to be read, if its expected
@@ -334,8 +339,8 @@ class InferenceWorker:
         now = time.monotonic()
         # When this batch's answers would be back on the loop after a slow forward. An injected
         # stall stands for a slow model the latency alerts must see: nothing is judged late.
-        slow = self.image_cost_s + LATE_DEVIATIONS * self.image_cost_dev_s
-        answered = now + len(batch) * slow + self.loop_lag_s
+        slow = self.image_cost_s + SLOW_DEVIATIONS * self.image_cost_dev_s
+        answered = now + len(batch) * slow + self.loop_lag_s + ANSWER_SHARE * self.budget_s
         if self.fault.current(batch[0].slot.name) == "slow":
             answered = -math.inf
         live = []
