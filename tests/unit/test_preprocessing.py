@@ -68,6 +68,12 @@ def test_normalisation_by_lookup_is_bit_identical_to_the_formula(channels: int) 
     got = prep.normalize(pixels)
     assert got.dtype == np.float32 and got.flags.c_contiguous
     np.testing.assert_array_equal(got.view(np.uint32), formula.astype(np.float32).view(np.uint32))
+    image = Image.fromarray(pixels, "L" if channels == 1 else "RGB").resize((16, 16))
+    from_image = prep(image)  # Pillow's band lookup: the same bits as `normalize`
+    assert from_image.shape == (channels, 16, 16) and from_image.dtype == np.float32
+    np.testing.assert_array_equal(
+        from_image.view(np.uint32), prep.normalize(np.asarray(image)).view(np.uint32)
+    )
 
 
 def test_image_stats_equal_the_float64_mean_and_deviation_of_the_gray_image() -> None:
