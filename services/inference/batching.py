@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 COST_SMOOTHING = 0.2  # weight of the newest batch in the per-image cost average
 # Every wait counts this share of the budget for the answer's way back (the loop, the socket,
 # the client), which the server cannot time.
-ANSWER_SHARE = 0.05
+ANSWER_SHARE = 0.10
 # A batch is judged late when even a slow forward (the mean cost per image plus this many mean
 # deviations, as TCP sizes its retransmission timer) would answer it after its deadline.
 SLOW_DEVIATIONS = 2.0

@@ -106,14 +106,14 @@ def test_admission_refuses_what_would_wait_past_the_budget(slot: ModelSlot) -> N
     worker.admit(slot, 50)  # no cost measured yet: only the count bound applies
     worker.release(50)
     worker.image_cost_s = 0.01  # 10 ms of model time per image
-    reserve = ANSWER_SHARE * 0.1  # the answer's way back: 5 ms of the budget
-    worker.admit(slot, 5)  # 5 x 10 ms + 5 ms = 55 ms expected
+    reserve = ANSWER_SHARE * 0.1  # the answer's way back: 10 ms of the budget
+    worker.admit(slot, 5)  # 5 x 10 ms + 10 ms = 60 ms expected
     with pytest.raises(UnavailableError) as refused:
-        worker.admit(slot, 6)  # (5 + 6) x 10 ms + 5 ms = 115 ms > 100 ms
+        worker.admit(slot, 6)  # (5 + 6) x 10 ms + 10 ms = 120 ms > 100 ms
     assert refused.value.reason == "over_budget"
     assert int(refused.value.headers["Retry-After"]) >= 1
     assert worker.expected_wait_s(1) == pytest.approx(0.06 + reserve)
-    worker.admit(slot, 4)  # 9 x 10 ms + 5 ms: within the budget
+    worker.admit(slot, 3)  # 8 x 10 ms + 10 ms: within the budget
     text = _text(metrics)
     assert metric_value(text, "slipway_inference_rejected_total", reason="over_budget") == 1
     assert metric_value(text, "slipway_inference_rejected_total", reason="queue_full") == 0
@@ -171,15 +171,15 @@ def test_an_image_that_would_be_answered_past_its_deadline_is_refused_not_served
 def test_held_room_counts_in_the_wait_and_becomes_the_reservation(slot: ModelSlot) -> None:
     metrics = Metrics()
     worker = InferenceWorker(metrics, budget_s=0.1)
-    worker.image_cost_s = 0.018  # 18 ms per image and 5 ms for the answer: five fit
+    worker.image_cost_s = 0.017  # 17 ms per image and 10 ms for the answer: five fit
     holds = [worker.hold() for _ in range(6)]
-    assert [h for h, _ in holds] == [1, 1, 1, 1, 1, 0]  # the sixth would wait 113 ms
-    assert holds[-1][1] == pytest.approx(0.113)
+    assert [h for h, _ in holds] == [1, 1, 1, 1, 1, 0]  # the sixth would wait 112 ms
+    assert holds[-1][1] == pytest.approx(0.112)
     assert worker.pending == 5
     worker.admit(slot, 1, held=1)  # a held request's own image is already counted
     assert worker.pending == 5
     with pytest.raises(UnavailableError):
-        worker.admit(slot, 3, held=1)  # 4 + 3 images: 131 ms; the hold is given back
+        worker.admit(slot, 3, held=1)  # 4 + 3 images: 129 ms; the hold is given back
     assert worker.pending == 4
     worker.release(4)
     assert worker.pending == 0
