@@ -27,6 +27,7 @@ import numpy as np
 
 from services.inference.backends import softmax
 from services.inference.errors import InferenceError, UnavailableError
+from services.inference.faults import Fault
 from services.inference.metrics import Metrics
 from services.inference.model import LoadedModel, ModelSlot
 
@@ -49,24 +50,6 @@ class Prediction:
     probs: np.ndarray
     model: LoadedModel
     embedding: np.ndarray | None = None
-
-
-@dataclass
-class Fault:
-    """Injected failure for alert tests and chaos drills: `error` raises, `slow` stalls;
-    `model` limits it to one served model (e.g. the staging candidate), empty: all of them."""
-
-    mode: str = "off"
-    seconds: float = 0.0
-    until: float = 0.0
-    model: str = ""
-
-    def current(self, model: str | None = None) -> str:
-        if self.mode != "off" and self.until and time.time() > self.until:
-            self.mode, self.seconds, self.until, self.model = "off", 0.0, 0.0, ""
-        if model is not None and self.model and model != self.model:
-            return "off"
-        return self.mode
 
 
 class _Item:
