@@ -136,6 +136,9 @@ class AdmissionMiddleware:
                 if ticket.held:  # the request ended before its route's `admit`
                     self.worker.release(ticket.take())
             return
+        if wait <= self.worker.budget_s:  # draining: the route says so
+            await self.app(scope, receive, send)
+            return
         template, name = matched
         scope["route"] = _Route(template)
         scope["path_params"] = {"name": name} if name else {}

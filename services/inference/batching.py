@@ -140,10 +140,13 @@ class InferenceWorker:
 
     def hold(self) -> tuple[int, float]:
         """Room for one image for a request whose body is still to be read, if its expected
-        wait is within the budget: (images held, 0 or 1; the expected wait)."""
+        wait is within the budget: (images held, 0 or 1; the expected wait). Nothing is held
+        while draining, with a wait of 0: the route's `admit` refuses it as draining."""
         with self._cv:
+            if self._closing:
+                return 0, 0.0
             wait = self.expected_wait_s(1)
-            if self._closing or wait > self.budget_s:
+            if wait > self.budget_s:
                 return 0, wait
             self._reserved += 1
             return 1, wait

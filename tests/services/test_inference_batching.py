@@ -183,3 +183,12 @@ def test_held_room_counts_in_the_wait_and_becomes_the_reservation(slot: ModelSlo
     assert worker.pending == 4
     worker.release(4)
     assert worker.pending == 0
+
+
+def test_a_draining_worker_holds_nothing_and_leaves_the_refusal_to_admit(slot: ModelSlot) -> None:
+    worker = InferenceWorker(Metrics(), budget_s=0.1)
+    worker.close(1)
+    assert worker.hold() == (0, 0.0)
+    with pytest.raises(UnavailableError) as refused:
+        worker.admit(slot, 1)
+    assert refused.value.reason == "draining"
