@@ -146,7 +146,12 @@ def main() -> None:
     parser.add_argument("--explain", type=int, default=3, help="explanations timed")
     parser.add_argument("--rates", default="0,0.1,1", help="capture rates; the first is the base")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="slipway-bench-emb-"))
+    with tempfile.TemporaryDirectory(prefix="slipway-bench-emb-") as tmp:
+        measure(args, Path(tmp))
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
+    """Build a model in `work`, then print the forward, capture and served costs."""
     model_dir = make_model(work / "model", args.image_size)
     add_reference(model_dir)
     image_path = work / "image.jpg"

@@ -121,8 +121,17 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", help="auto|onnxruntime|openvino|torch")
     parser.add_argument("--precision", default="auto", help="auto|fp32|int8")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="slipway-profile-") as tmp:
+        rows = profile(args, Path(tmp))
+    print(f"{'route':<10}{'req/s':>8}{'server':>8}{'model':>8}{'decode':>8}{'multip':>8}"
+          f"{'rest':>8}{'client':>8}   (CPU ms per request)")  # fmt: skip
+    for kind, req_s, *ms in rows:
+        print(f"{kind:<10}{req_s:8.1f}" + "".join(f"{v:8.2f}" for v in ms))
+
+
+def profile(args: argparse.Namespace, work: Path) -> list[tuple]:
+    """Serve a fresh model from `work` and split each route's CPU per request."""
     pinned = {"backend": args.backend, "precision": args.precision}
-    work = Path(tempfile.mkdtemp(prefix="slipway-profile-"))
     model_dir = make_model(work / "model")
     image_path = work / "image.jpg"
     image_path.write_bytes(make_image())
@@ -148,10 +157,7 @@ def main() -> None:
             parsing = local["multipart_ms"] if kind == "multipart" else 0.0
             rest = server_ms - model_ms - decode - parsing
             rows.append((kind, out["req_s"], server_ms, model_ms, decode, parsing, rest, client_ms))
-    print(f"{'route':<10}{'req/s':>8}{'server':>8}{'model':>8}{'decode':>8}{'multip':>8}"
-          f"{'rest':>8}{'client':>8}   (CPU ms per request)")  # fmt: skip
-    for kind, req_s, *ms in rows:
-        print(f"{kind:<10}{req_s:8.1f}" + "".join(f"{v:8.2f}" for v in ms))
+    return rows
 
 
 if __name__ == "__main__":

@@ -86,8 +86,20 @@ def ca_bundle_args() -> list[str]:
     return []
 
 
+def image_id(tag: str) -> str:
+    """The ID `tag` names now, or "" when there is no such image."""
+    found = podman("image", "inspect", "--format", "{{.Id}}", tag, check=False)
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
 def build(dockerfile: str, tag: str, base_image: str, *extra: str) -> str:
-    """Build `dockerfile` from the repository root with the stand-in base; return the tag."""
+    """Build `dockerfile` from the repository root with the stand-in base; return the tag.
+
+    The image the tag named before is removed once the new one has it (with its untagged
+    parents), so repeated runs do not fill the disk with dangling images. The layer cache of the
+    new image stays.
+    """
+    previous = image_id(tag)
     podman(
         "build",
         "--format=docker",  # keeps SHELL, which the OCI image format drops
@@ -102,6 +114,8 @@ def build(dockerfile: str, tag: str, base_image: str, *extra: str) -> str:
         str(REPO),
         timeout=1500,
     )
+    if previous and previous != image_id(tag):
+        podman("rmi", previous, check=False)  # still used by a container: it stays
     return tag
 
 
