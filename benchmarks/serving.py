@@ -402,7 +402,7 @@ def report(data: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each scenario.")
-    parser.add_argument("--rounds", type=int, default=2, help="Alternations, every other one reversed.")
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds, every other one reversed.")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--best-batch", type=int, default=8)
