@@ -99,16 +99,18 @@ def loadgen(
     seconds: float,
     kind: str = "multipart",
     model: str = "",
+    retry_after: bool = True,
 ) -> dict:
     """`slipway.loadtest` (what `slipway loadtest` runs): a closed loop of `level` clients, or
-    open-loop arrivals at `level` req/s (how overload really looks), of one request kind."""
+    open-loop arrivals at `level` req/s (how overload really looks), of one request kind.
+    Closed-loop clients wait as a 503's Retry-After asks unless `retry_after` is False."""
     from slipway.loadtest import endpoint, run_load, run_open_loop
 
     url = endpoint(url, kind, model)  # type: ignore[arg-type]
     payloads = [("a.jpg", image, "image/jpeg")]
     options: dict[str, Any] = {"top_k": None, "timeout_s": 60, "kind": kind, "model": model}
     if mode == "closed":
-        coro = run_load(url, payloads, int(level), seconds, **options)
+        coro = run_load(url, payloads, int(level), seconds, retry_after=retry_after, **options)
     else:
         coro = run_open_loop(url, payloads, level, seconds, **options)
     report = asyncio.run(coro)
@@ -132,12 +134,14 @@ def run_loadgen(
     seconds: float,
     kind: str = "multipart",
     model: str = "",
+    retry_after: bool = True,
 ) -> dict:
     """Run the load generator in a separate process and return its JSON."""
     cmd = [
         sys.executable, __file__, "--loadgen", mode, "--url", url,
         "--image", str(image_path), "--level", str(level), "--seconds", str(seconds),
         "--kind", kind, "--served-name", model,
+        *([] if retry_after else ["--ignore-retry-after"]),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 180)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -291,8 +295,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def overload(args: argparse.Namespace, model_dir: Path, image: Path, work: Path, results: dict):
-    """Offer `--overload` x the measured capacity, then 64 closed-loop clients, to a service
-    with its default admission (time budget from the latency SLO, count bound 256)."""
+    """Offer `--overload` x the measured capacity, then 64 closed-loop clients (waiting as a
+    503's Retry-After asks, then sending again at once), to a service with its default admission
+    (time budget from the latency SLO, count bound 256)."""
     top = max(int(c) for c in args.concurrency.split(","))
     capacity = max(results[f"auto {k} c={top}"]["req_s"] for k in ("multipart", "raw-body"))
     out = {}
@@ -304,6 +309,9 @@ def overload(args: argparse.Namespace, model_dir: Path, image: Path, work: Path,
         )
         out["overload c=64 closed loop"] = run_loadgen(
             server.url, image, "closed", 64, args.seconds
+        )
+        out["overload c=64, Retry-After ignored"] = run_loadgen(
+            server.url, image, "closed", 64, args.seconds, retry_after=False
         )
     return out
 
@@ -424,14 +432,16 @@ def main() -> None:
     parser.add_argument("--level", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="multipart", help=argparse.SUPPRESS)
     parser.add_argument("--served-name", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--ignore-retry-after", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     serving_limits.SPINNING = args.spin
     if args.loadgen:
         image = args.image.read_bytes()
         result = loadgen(
-            args.loadgen, args.url, image, args.level, args.seconds, args.kind, args.served_name
-        )
+            args.loadgen, args.url, image, args.level, args.seconds, args.kind, args.served_name,
+            not args.ignore_retry_after,
+        )  # fmt: skip
         print(json.dumps(result))
         return
     if args.naive_server:

@@ -44,6 +44,14 @@ def loadtest_cmd(
         str | None,
         typer.Option(help="Served model for oip-binary and grpc; default: the service's main."),
     ] = None,
+    retry_after: Annotated[
+        bool,
+        typer.Option(
+            "--retry-after/--ignore-retry-after",
+            help="A client refused with 429/503 waits as its Retry-After asks before sending "
+            "again (well-behaved clients); --ignore-retry-after sends again at once.",
+        ),
+    ] = True,
 ) -> None:
     """Closed-loop load: N concurrent clients send images for S seconds."""
     from slipway.errors import SlipwayError
@@ -75,6 +83,7 @@ def loadtest_cmd(
             progress=True,
             kind=protocol,  # type: ignore[arg-type]  # checked against KINDS above
             model=model_name or "",
+            retry_after=retry_after,
         )
     typer.echo(report.summary())
     if json_out:

@@ -197,10 +197,15 @@ async def run_load(
     progress: bool = False,
     kind: RequestKind = "multipart",
     model: str = "",
+    retry_after: bool = True,
 ) -> LoadReport:
     """Closed loop: drive `url` (a full endpoint URL; `grpc://HOST:PORT` for gRPC) with the
     payloads in turn, one connection per client; see the module docstring. `top_k=None` leaves
-    the parameter out; `model` is the served name gRPC calls address."""
+    the parameter out; `model` is the served name gRPC calls address.
+
+    With `retry_after`, a client refused with 429 or 503 waits as long as the answer's
+    Retry-After asks before its next request, as a well-behaved client does (RFC 9110). Without
+    it, it sends again at once: the retry storm naive clients make of an overload."""
     _check(payloads, duration_s, concurrency)
     tally = _Tally(url, payloads, top_k, timeout_s, kind, model)
     start = time.perf_counter()
@@ -214,6 +219,8 @@ async def run_load(
         ):
             await tally.send(connection)
             bar.update(1)
+            if retry_after and connection.retry_after_s:
+                await asyncio.sleep(min(connection.retry_after_s, deadline - time.perf_counter()))
         await connection.aclose()
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -299,12 +306,14 @@ def measure_service(
     progress: bool = False,
     kind: RequestKind = "multipart",
     model: str = "",
+    retry_after: bool = True,
 ) -> LoadReport:
-    """Load a running service for `duration_s` seconds and report throughput and latency."""
+    """Load a running service for `duration_s` seconds and report throughput and latency
+    (`retry_after`: see `run_load`)."""
     payloads = load_images(images)
     target = endpoint(url, kind, model)
     options: dict[str, Any] = {"top_k": top_k, "timeout_s": timeout_s, "kind": kind}
-    options["model"] = model
+    options.update(model=model, retry_after=retry_after)
     if warmup_requests:
         asyncio.run(
             run_load(target, payloads, 1, duration_s, max_requests=warmup_requests, **options)

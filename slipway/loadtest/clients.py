@@ -37,6 +37,9 @@ IMAGE_INPUT = "image"
 
 
 class Connection(Protocol):
+    # Seconds the last answer's Retry-After asked for (a 429 or 503), else 0.
+    retry_after_s: float
+
     async def post(self, request: bytes) -> str: ...
 
     async def aclose(self) -> None: ...
@@ -116,6 +119,7 @@ class HttpConnection:
     def __init__(self, target: HttpTarget) -> None:
         self.target = target
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.retry_after_s = 0.0
 
     async def post(self, request: bytes) -> str:
         """Send `request`; the outcome. A kept-alive connection the server closed in the
@@ -142,6 +146,8 @@ class HttpConnection:
         status = int(lines[0].split()[1])
         fields = (line.partition(":") for line in lines[1:])
         headers = {key.strip().lower(): value.strip().lower() for key, _, value in fields}
+        refused = status in (429, 503)
+        self.retry_after_s = retry_after_s(headers.get("retry-after")) if refused else 0.0
         if headers.get("transfer-encoding") == "chunked":
             while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
                 await reader.readexactly(size + 2)
@@ -159,6 +165,11 @@ class HttpConnection:
         if self.streams is not None:
             self.streams[1].close()
             self.streams = None
+
+
+def retry_after_s(value: str | None) -> float:
+    """Seconds of a Retry-After header in its delay form; 0 when absent or an HTTP date."""
+    return float(value) if value and value.isdigit() else 0.0
 
 
 def grpc_target(url: str) -> str:
@@ -181,6 +192,7 @@ class GrpcConnection:
         # No serialisers: the request goes out as the bytes given, the answer is not parsed.
         self.infer = self.channel.unary_unary(GRPC_INFER)
         self.timeout_s = timeout_s
+        self.retry_after_s = 0.0  # gRPC refusals carry no delay here
 
     async def post(self, request: bytes) -> str:
         try:

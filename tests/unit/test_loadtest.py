@@ -78,6 +78,25 @@ class KeptAlive(BaseHTTPRequestHandler):
         return
 
 
+class Refusing(BaseHTTPRequestHandler):
+    """Every request: 503 with `Retry-After: 30`, on a kept-alive connection."""
+
+    protocol_version = "HTTP/1.1"
+    count = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Refusing.count += 1
+        self.send_response(503)
+        self.send_header("Retry-After", "30")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
 def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -140,6 +159,18 @@ def test_reconnects_when_the_server_closes_the_connection(kept_alive: str, image
     report = asyncio.run(run_load(kept_alive + "/close", load_images(images), 2, 60.0, 20))
     assert (report.requests, report.ok) == (20, 20), report.errors
     assert len(KeptAlive.peers) == 20
+
+
+def test_a_refused_client_waits_as_retry_after_asks_within_the_run(images: list) -> None:
+    for server in _serve(Refusing):
+        Refusing.count = 0
+        url = server + "/v1/predict"
+        polite = asyncio.run(run_load(url, load_images(images), 2, 0.5))
+        # One request per client; the 30 s pause ends with the run, not after it.
+        assert (polite.requests, polite.errors, Refusing.count) == (2, {"503": 2}, 2)
+        assert polite.duration_s < 15
+        storm = asyncio.run(run_load(url, load_images(images), 2, 0.5, retry_after=False))
+        assert storm.requests > 2 and storm.errors == {"503": storm.requests}
 
 
 def test_unreachable_service_counts_transport_errors(images: list) -> None:
