@@ -125,6 +125,7 @@ class HttpConnection:
         """Send `request`; the outcome. A kept-alive connection the server closed in the
         meantime is re-opened once."""
         reused = self.streams is not None
+        self.retry_after_s = 0.0  # a request that gets no answer asks for no pause
         try:
             status = await self._exchange(request)
         except (asyncio.IncompleteReadError, ConnectionError):
