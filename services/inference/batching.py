@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from services.inference.backends import softmax
+from services.inference.cost import ImageCost
 from services.inference.errors import InferenceError, UnavailableError
 from services.inference.faults import Fault
 from services.inference.metrics import Metrics
@@ -33,13 +34,9 @@ from services.inference.model import LoadedModel, ModelSlot
 
 log = logging.getLogger(__name__)
 
-COST_SMOOTHING = 0.2  # weight of the newest batch in the per-image cost average
 # Every wait counts this share of the budget for the answer's way back (the loop, the socket,
 # the client), which the server cannot time.
 ANSWER_SHARE = 0.10
-# A batch is judged late when even a slow forward (the mean cost per image plus this many mean
-# deviations, as TCP sizes its retransmission timer) would answer it after its deadline.
-SLOW_DEVIATIONS = 2.0
 
 
 @dataclass
@@ -108,12 +105,9 @@ class InferenceWorker:
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self.budget_s = budget_s
-        self.image_cost_s = 0.0  # recent seconds per image through the thread; 0 until measured
-        self.image_cost_dev_s = 0.0  # recent mean deviation of it
+        self.cost = ImageCost()
         self.loop_lag_s = 0.0  # the event loop's recent delay (admission.LoopLag sets it)
         self._running = 0
-        self._last_end = 0.0
-        self._stalled = 0.0  # seconds of an injected `slow` fault in the current batch
         self.fault = Fault()
         self._cv = threading.Condition()
         self._items: deque[_Item] = deque()
@@ -125,6 +119,15 @@ class InferenceWorker:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def image_cost_s(self) -> float:
+        """Recent seconds per image through the inference thread; 0 until measured."""
+        return self.cost.mean_s
+
+    @image_cost_s.setter
+    def image_cost_s(self, seconds: float) -> None:
+        self.cost.mean_s = seconds
 
     @property
     def pending(self) -> int:
@@ -325,8 +328,8 @@ class InferenceWorker:
         now = time.monotonic()
         # When this batch's answers would be back on the loop after a slow forward. An injected
         # stall stands for a slow model the latency alerts must see: nothing is judged late.
-        slow = self.image_cost_s + SLOW_DEVIATIONS * self.image_cost_dev_s
-        answered = now + len(batch) * slow + self.loop_lag_s + ANSWER_SHARE * self.budget_s
+        reserve = self.loop_lag_s + ANSWER_SHARE * self.budget_s
+        answered = now + len(batch) * self.cost.slow_s + reserve
         if self.fault.current(batch[0].slot.name) == "slow":
             answered = -math.inf
         live = []
@@ -355,25 +358,6 @@ class InferenceWorker:
         if results:
             _post(batch[0].loop, results)
 
-    def _learn_cost(self, items: list[_Item]) -> None:
-        """Seconds per image of this batch's whole cycle, not just its forward: from the end of
-        the previous batch (or the oldest arrival, if the thread was idle) to now. On a small
-        machine the forward shares the cores with decoding and HTTP, so the rate the queue
-        really drains at is lower than the bare forward suggests."""
-        now = time.monotonic()
-        began = max(self._last_end, min(i.enqueued for i in items))
-        self._last_end = now
-        # An injected stall stands for a slow model the latency alerts must see, not shed.
-        per_image_s = max(0.0, now - began - self._stalled) / len(items)
-        self._stalled = 0.0
-        previous = self.image_cost_s
-        if not previous:
-            self.image_cost_s = per_image_s
-            return
-        error = per_image_s - previous
-        self.image_cost_s = previous + COST_SMOOTHING * error
-        self.image_cost_dev_s += COST_SMOOTHING * (abs(error) - self.image_cost_dev_s)
-
     def _forward(self, items: list[_Item]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
         slot = items[0].slot
         model = slot.current
@@ -393,7 +377,7 @@ class InferenceWorker:
                 raise RuntimeError("injected fault")
             if mode == "slow":
                 time.sleep(self.fault.seconds)
-                self._stalled = self.fault.seconds
+                self.cost.stalled_s = self.fault.seconds
             inputs = np.stack([i.array for i in items])
             began = time.perf_counter()
             if self.embeddings:
@@ -401,7 +385,7 @@ class InferenceWorker:
             else:
                 logits, embeddings = model.backend.forward(inputs), None
             took = time.perf_counter() - began
-            self._learn_cost(items)
+            self.cost.learn(min(i.enqueued for i in items), len(items))
             self.metrics.model_duration.labels(slot.name).observe(took)
             self.metrics.batch_size.labels(slot.name).observe(len(items))
             probs = softmax(logits)
