@@ -177,15 +177,20 @@ class InferenceService:
             raise UnavailableError(f"model {slot.name} is not ready yet{detail}")
         return model
 
+    def _admit(self, slot: ModelSlot, count: int) -> float:
+        """Reserve room for `count` images (taking over the request's held room) or raise 503;
+        when their answers are due (time.monotonic())."""
+        arrived, held = claim()
+        self.worker.admit(slot, count, held=held)
+        return self.worker.deadline(arrived)
+
     async def predict_files(
         self, slot: ModelSlot, payloads: list[tuple[str, bytes]], route: str
     ) -> Answer:
         """Decode, preprocess (small uploads on the loop, larger on a thread) and predict."""
         began = time.perf_counter()
         model = self.current(slot)
-        arrived, held = claim()
-        self.worker.admit(slot, len(payloads), held=held)
-        due = self.worker.deadline(arrived)
+        due = self._admit(slot, len(payloads))
         gauge = self.metrics.in_flight.labels(slot.name)
         gauge.inc()
         try:
@@ -206,9 +211,7 @@ class InferenceService:
         """Predict already preprocessed float32 (C, H, W) inputs."""
         began = time.perf_counter()
         self.current(slot)
-        arrived, held = claim()
-        self.worker.admit(slot, len(inputs), held=held)
-        due = self.worker.deadline(arrived)
+        due = self._admit(slot, len(inputs))
         gauge = self.metrics.in_flight.labels(slot.name)
         gauge.inc()
         try:
