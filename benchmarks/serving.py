@@ -49,6 +49,7 @@ from serving_limits import (  # noqa: E402
     make_model,
     pooled_forwards,
     raw_forwards,
+    streamed_forwards,
 )
 
 # Naive baseline server ----------------------------------------------------------------------
@@ -209,6 +210,12 @@ def _raw_scenarios(args: argparse.Namespace, model_dir: Path) -> list[tuple[str,
                 (name, lambda r=runtime, b=batch: raw_forwards(model_dir, args.threads, b,
                                                                args.seconds, r))
             )  # fmt: skip
+        if runtime[0] == "openvino":
+            rows.append(
+                (f"raw openvino {runtime[1]} b={args.best_batch} streams",
+                 lambda p=runtime[1]: streamed_forwards(model_dir, args.threads, args.best_batch,
+                                                        args.seconds, p))
+            )  # fmt: skip
     if args.extra:
         rows += [
             ("onnx pool x4 b=1",
@@ -236,7 +243,14 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         fp32 = {"precision": "fp32"}  # the fastest FP32 backend, measured at load
         pinned = {"backend": "onnxruntime", "precision": "fp32"}
         default_image = {"backend": "onnxruntime", "precision": "int8"}  # no OpenVINO there
-        variants = (("auto", {}), ("fp32", fp32), ("ort-fp32", pinned), ("ort-int8", default_image))
+        one_stream = {"precision": "fp32", "streams": 1}  # one batch at a time, every thread
+        variants = (
+            ("auto", {}),
+            ("fp32", fp32),
+            ("fp32-1-stream", one_stream),
+            ("ort-fp32", pinned),
+            ("ort-int8", default_image),
+        )
         for kind, settings in variants:
             log = work / f"{kind}.log"
             server = serve(
@@ -259,6 +273,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             ("auto multipart", urls["auto"], "multipart"),
             ("auto raw-body", urls["auto"], "raw"),
             ("fp32 multipart", urls["fp32"], "multipart"),
+            ("fp32 one stream multipart", urls["fp32-1-stream"], "multipart"),
             ("ort-fp32 multipart", urls["ort-fp32"], "multipart"),
             ("ort-int8 multipart", urls["ort-int8"], "multipart"),
         ]
@@ -375,6 +390,7 @@ def report(data: dict[str, Any]) -> str:
         )
     top = max(int(c) for c in cfg["concurrency"].split(","))
     ort_fp32 = results[f"ort-fp32 multipart c={top}"]["req_s"]
+    one_stream = results.get(f"fp32 one stream multipart c={top}", {}).get("req_s", 0.0)
     ort_limit = results.get(f"raw onnxruntime fp32 b={cfg['best_batch']}", {}).get("req_s", 0.0)
     verdict = {True: "PASS", False: "MISS"}
     lines += [
@@ -389,6 +405,7 @@ def report(data: dict[str, Any]) -> str:
         f"  FP32 served c={top} >= 0.85 x FP32 limit: {judged['fp32']:.2f}"
         f"  {verdict[judged['fp32'] >= 0.85]}{spread('fp32', '%.2f')}"
         f" (chose {data.get('fp32_choice', '?')});"
+        f" one stream: {one_stream / max(lim['fp32'], 1e-9):.2f};"
         f" pinned to onnxruntime: {ort_fp32 / max(lim['fp32'], 1e-9):.2f}, "
         f"{ort_fp32 / max(ort_limit, 1e-9):.2f} x its own b={cfg['best_batch']}",
     ]

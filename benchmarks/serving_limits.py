@@ -3,7 +3,8 @@
 The model is a random-init 3-channel ResNet-18 exported to ONNX and TorchScript, plus its INT8
 model quantized the way the export step does (calibrated on synthetic photos, since the weights
 are random the accuracy gate means nothing here and the card marks it servable). The limits are
-back-to-back forwards on one thread for every backend x precision.
+back-to-back forwards on one thread for every backend x precision, and OpenVINO with a batch in
+flight on each of its streams.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,6 +119,47 @@ def raw_forwards(
         latencies.append(time.perf_counter() - t)
     elapsed = time.perf_counter() - began
     return _stats(latencies, len(latencies) * batch, elapsed)
+
+
+def streamed_forwards(
+    model_dir: Path, threads: int, batch: int, seconds: float, precision: str
+) -> dict[str, float]:
+    """OpenVINO with a batch in flight on each of its streams (as the service runs a deep
+    queue): a new batch starts as soon as one ends; req_s counts images."""
+    from services.inference.backends import OpenVinoBackend
+
+    backend = OpenVinoBackend(model_dir, "cpu", threads, precision, streams=0)
+    data = _inputs(model_dir, batch)
+    ended = threading.Condition()
+    done: list[int] = []
+
+    def run(index: int) -> Any:
+        def finished() -> None:
+            with ended:
+                done.append(index)
+                ended.notify()
+
+        return backend.start(data, finished)
+
+    def one_each(warm: bool) -> tuple[list[float], int]:
+        latencies: list[float] = []
+        started = {i: (time.perf_counter(), run(i)) for i in range(backend.streams)}
+        stop = time.perf_counter() + (0 if warm else seconds)
+        while started:
+            with ended:
+                ended.wait_for(lambda: bool(done))
+                index = done.pop(0)
+            began, running = started.pop(index)
+            running.result()
+            latencies.append(time.perf_counter() - began)
+            if time.perf_counter() < stop:
+                started[index] = (time.perf_counter(), run(index))
+        return latencies, len(latencies) * batch
+
+    one_each(warm=True)
+    began = time.perf_counter()
+    latencies, images = one_each(warm=False)
+    return _stats(latencies, images, time.perf_counter() - began)
 
 
 def pooled_forwards(

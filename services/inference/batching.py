@@ -1,9 +1,14 @@
-"""Dynamic batching: requests on the event loop, every forward on ONE inference thread.
+"""Dynamic batching: requests on the event loop, every forward from ONE inference thread.
 
 Requests reserve queue room first (`admit`), decode off the loop, then `submit` their arrays.
 The thread takes the oldest image and gathers more of the same model until the batch is full,
 `max_wait` has passed since the oldest arrived, or nothing else is on its way: a lone request
-is never held back waiting for company.
+is never held back waiting for company, and runs on every thread the backend has.
+
+A backend with streams (OpenVINO) may have several batches in flight: while work is waiting,
+the queued images are shared out between the free streams and each batch is started on one,
+with its share of the threads, and answered when it ends. The thread still owns every start,
+answer and call (warm-up of a new version), and a call runs only when nothing is in flight.
 
 Admission is bounded by time first: a request whose expected wait (images queued, being decoded
 or in the running batch, times the recent time per image through the inference thread) exceeds
@@ -20,69 +25,32 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import numpy as np
 
-from services.inference.backends import softmax
+from services.inference.backends import StreamBackend, softmax
 from services.inference.cost import ImageCost
 from services.inference.errors import InferenceError, UnavailableError
 from services.inference.faults import Fault
 from services.inference.metrics import Metrics
 from services.inference.model import LoadedModel, ModelSlot
+from services.inference.queued import (
+    Answer,
+    Flight,
+    Prediction,
+    QueuedImage,
+    judge,
+    post,
+    streams_of,
+)
 
 log = logging.getLogger(__name__)
 
 # Every wait counts this share of the budget for the answer's way back (the loop, the socket,
 # the client), which the server cannot time.
 ANSWER_SHARE = 0.10
-
-
-@dataclass
-class Prediction:
-    """The model's answer for one image, with the version that computed it."""
-
-    logits: np.ndarray
-    probs: np.ndarray
-    model: LoadedModel
-    embedding: np.ndarray | None = None
-
-
-class _Item:
-    __slots__ = ("array", "deadline", "enqueued", "future", "loop", "slot")
-
-    def __init__(
-        self,
-        slot: ModelSlot,
-        array: np.ndarray,
-        loop: asyncio.AbstractEventLoop,
-        deadline: float = math.inf,
-    ) -> None:
-        self.slot = slot
-        self.array = array
-        self.loop = loop
-        self.deadline = deadline  # time.monotonic() its answer is due by; inf: no budget
-        self.future: asyncio.Future[Prediction] = loop.create_future()
-        self.enqueued = time.monotonic()
-
-
-def _post(loop: asyncio.AbstractEventLoop, results: list[Any]) -> None:
-    """Hand results to the loop; if it has closed, nobody is waiting for them any more."""
-    try:
-        loop.call_soon_threadsafe(_settle, results)
-    except RuntimeError:
-        log.debug("event loop closed; dropped %d result(s)", len(results))
-
-
-def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, error in results:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
 
 
 class InferenceWorker:
@@ -107,12 +75,13 @@ class InferenceWorker:
         self.budget_s = budget_s
         self.cost = ImageCost()
         self.loop_lag_s = 0.0  # the event loop's recent delay (admission.LoopLag sets it)
-        self._running = 0
+        self._running = 0  # images in the batches being run or in flight
         self.fault = Fault()
         self._cv = threading.Condition()
-        self._items: deque[_Item] = deque()
+        self._items: deque[QueuedImage] = deque()
         self._calls: deque[tuple[Callable[[], Any], asyncio.Future[Any], Any]] = deque()
         self._reserved = 0
+        self._flights: deque[Flight] = deque()  # batches running on a backend's streams
         self._depth: dict[str, int] = {}
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -226,7 +195,7 @@ class InferenceWorker:
         An image whose batch could not be answered by `deadline` (time.monotonic()) when its
         turn comes is refused with 503 (`reason="late"`) instead of being answered late."""
         loop = asyncio.get_running_loop()
-        items = [_Item(slot, array, loop, deadline) for array in arrays]
+        items = [QueuedImage(slot, array, loop, deadline) for array in arrays]
         with self._cv:
             self._reserved -= len(items)
             self._items.extend(items)
@@ -269,49 +238,64 @@ class InferenceWorker:
 
     def _run(self) -> None:
         while True:
-            call = None
-            batch: list[_Item] = []
             with self._cv:
-                while not self._items and not self._calls:
-                    if self._closing and self._reserved <= 0:
+                while (work := self._next()) is None:
+                    if self._closing and self._reserved <= 0 and not self._flights:
                         return
-                    self._cv.wait(0.5 if self._closing else None)
-                if self._calls:
-                    call = self._calls.popleft()
-                else:
-                    batch = self._collect()
-            if call is not None:
-                self._run_call(*call)
-            elif batch:
-                try:
-                    self._process(batch)
-                finally:
-                    self._running = 0
+                    # A batch in flight wakes the thread when it ends; the timeout only guards
+                    # against an end that never reported itself.
+                    self._cv.wait(0.05 if self._flights else 0.5 if self._closing else None)
+            work()
 
-    def _collect(self) -> list[_Item]:
-        """Gather one batch of the oldest item's model; called with the lock held."""
+    def _next(self) -> Callable[[], None] | None:
+        """The thread's next piece of work, or None to wait; called with the lock held.
+
+        A batch that ended is answered first. A call runs alone, once nothing is in flight.
+        Another batch starts while fewer than its backend's streams are in flight.
+        """
+        for flight in self._flights:
+            if flight.ended or flight.running.ready():
+                self._flights.remove(flight)
+                return partial(self._land, flight)
+        if self._calls:
+            return None if self._flights else partial(self._run_call, *self._calls.popleft())
+        if self._items and len(self._flights) < streams_of(self._items[0].slot):
+            return self._collect()
+        return None
+
+    def _collect(self) -> Callable[[], None]:
+        """Gather one batch of the oldest item's model; called with the lock held.
+
+        With streams free, the images queued or on their way are shared out between them. A
+        batch waits for company (up to `max_wait`) only when nothing else is in flight. It
+        runs on a stream when other work is in flight or waiting, else on every thread.
+        """
         first = self._items.popleft()
+        streams = streams_of(first.slot)
+        free = streams - len(self._flights)
+        cap = min(self.max_batch, math.ceil((1 + len(self._items) + self._reserved) / free))
         batch = [first]
         deadline = first.enqueued + self.max_wait_s
         while True:
-            self._take_same(first.slot, batch)
-            if len(batch) >= self.max_batch or self._reserved <= 0:
+            self._take_same(first.slot, batch, cap)
+            if len(batch) >= cap or self._reserved <= 0 or self._flights:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             self._cv.wait(remaining)
+        streamed = streams > 1 and bool(self._flights or self._items or self._reserved > 0)
         name = first.slot.name
-        self._running = len(batch)
+        self._running += len(batch)
         self._depth[name] -= len(batch)
         self.metrics.queue_depth.labels(name).set(self._depth[name])
-        return batch
+        return partial(self._process, batch, streamed)
 
-    def _take_same(self, slot: ModelSlot, batch: list[_Item]) -> None:
+    def _take_same(self, slot: ModelSlot, batch: list[QueuedImage], cap: int) -> None:
         if not self._items:
             return
-        keep: deque[_Item] = deque()
-        while self._items and len(batch) < self.max_batch:
+        keep: deque[QueuedImage] = deque()
+        while self._items and len(batch) < cap:
             item = self._items.popleft()
             (batch if item.slot is slot else keep).append(item)
         keep.extend(self._items)
@@ -322,43 +306,66 @@ class InferenceWorker:
             result, error = fn(), None
         except Exception as exc:
             result, error = None, exc
-        _post(loop, [(future, result, error)])
+        post(loop, [(future, result, error)])
 
-    def _process(self, batch: list[_Item]) -> None:
-        now = time.monotonic()
-        # When this batch's answers would be back on the loop after a slow forward. An injected
-        # stall stands for a slow model the latency alerts must see: nothing is judged late.
-        reserve = self.loop_lag_s + ANSWER_SHARE * self.budget_s
-        answered = now + len(batch) * self.cost.slow_s + reserve
-        if self.fault.current(batch[0].slot.name) == "slow":
-            answered = -math.inf
-        live = []
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        for item in batch:
-            if item.future.done():
-                continue
-            if now - item.enqueued > self.timeout_s:
-                self.metrics.rejected.labels(item.slot.name, "timeout").inc()
-                error = UnavailableError("timed out in the queue; overloaded", "timeout")
-                results.append((item.future, None, error))
-                continue
-            if answered > item.deadline:
-                self.metrics.rejected.labels(item.slot.name, "late").inc()
-                error = UnavailableError(
-                    f"overloaded: no answer possible within the budget of "
-                    f"{self.budget_s * 1000:.0f} ms",
-                    reason="late",
-                    retry_after=1,
-                )
-                results.append((item.future, None, error))
-                continue
-            live.append(item)
-        if live:
-            results += self._forward(live)
-        if results:
-            _post(batch[0].loop, results)
+    def _process(self, batch: list[QueuedImage], streamed: bool) -> None:
+        """Refuse what is too old or could not be answered in time even alone, put back what
+        would make the batch late, and run the rest (`streamed`: start it on a stream and
+        answer it when it ends)."""
+        flying = 0
+        back: list[QueuedImage] = []
+        try:
+            live, results = self._judge(batch, streamed, back)
+            if live:
+                done, flying = self._forward(live, streamed)
+                results += done
+            if results:
+                post(batch[0].loop, results)
+        finally:
+            with self._cv:
+                self._running -= len(batch) - flying
+                if back:  # first in line for the next batch
+                    self._items.extendleft(reversed(back))
+                    name = batch[0].slot.name
+                    self._depth[name] += len(back)
+                    self.metrics.queue_depth.labels(name).set(self._depth[name])
 
-    def _forward(self, items: list[_Item]) -> list[tuple[asyncio.Future[Any], Any, Any]]:
+    def _judge(
+        self, batch: list[QueuedImage], streamed: bool, back: list[QueuedImage]
+    ) -> tuple[list[QueuedImage], list[Answer]]:
+        """(the images to run now, the refusals); images that fit in a later batch but not in
+        this one go to `back` (see `queued.judge`)."""
+        name = batch[0].slot.name
+        spread = streams_of(batch[0].slot) if streamed else 1
+        judged = judge(
+            batch,
+            time.monotonic(),
+            spread * self.cost.slow_s,
+            self.loop_lag_s + ANSWER_SHARE * self.budget_s,
+            self.timeout_s,
+            # An injected stall stands for a slow model the latency alerts must see.
+            deadlines=self.fault.current(name) != "slow",
+        )
+        back += judged.back
+        results: list[Answer] = []
+        for item in judged.expired:
+            self.metrics.rejected.labels(name, "timeout").inc()
+            error = UnavailableError("timed out in the queue; overloaded", "timeout")
+            results.append((item.future, None, error))
+        for item in judged.late:
+            self.metrics.rejected.labels(name, "late").inc()
+            error = UnavailableError(
+                f"overloaded: no answer possible within the budget of "
+                f"{self.budget_s * 1000:.0f} ms",
+                reason="late",
+                retry_after=1,
+            )
+            results.append((item.future, None, error))
+        return judged.run, results
+
+    def _forward(self, items: list[QueuedImage], streamed: bool) -> tuple[list[Any], int]:
+        """Run `items` now, or start them on a stream; (the answers ready now, images left in
+        flight)."""
         slot = items[0].slot
         model = slot.current
         try:
@@ -371,7 +378,10 @@ class InferenceWorker:
                 error = UnavailableError("the model version changed during the request; retry")
                 items = [i for i in items if i.array.shape == shape]
                 done = [(i.future, None, error) for i in stale]
-                return done + (self._forward(items) if items else [])
+                if not items:
+                    return done, 0
+                answers, flying = self._forward(items, streamed)
+                return done + answers, flying
             mode = self.fault.current(slot.name)
             if mode == "error":
                 raise RuntimeError("injected fault")
@@ -379,20 +389,58 @@ class InferenceWorker:
                 time.sleep(self.fault.seconds)
                 self.cost.stalled_s = self.fault.seconds
             inputs = np.stack([i.array for i in items])
+            self.metrics.batch_size.labels(slot.name).observe(len(items))
+            if streamed:
+                self._start(items, model, inputs)
+                return [], len(items)
             began = time.perf_counter()
             if self.embeddings:
-                logits, embeddings = model.backend.infer(inputs)
+                outputs = model.backend.infer(inputs)
             else:
-                logits, embeddings = model.backend.forward(inputs), None
-            took = time.perf_counter() - began
-            self.cost.learn(min(i.enqueued for i in items), len(items))
-            self.metrics.model_duration.labels(slot.name).observe(took)
-            self.metrics.batch_size.labels(slot.name).observe(len(items))
-            probs = softmax(logits)
+                outputs = model.backend.forward(inputs), None
+            return self._answers(items, model, outputs, began), 0
         except Exception as exc:
-            log.error("inference of %d image(s) on %s failed: %s", len(items), slot.name, exc)
-            error = InferenceError(f"inference failed: {exc}")
-            return [(i.future, None, error) for i in items]
+            return self._failed(items, exc), 0
+
+    def _start(self, items: list[QueuedImage], model: LoadedModel, inputs: np.ndarray) -> None:
+        flight = Flight(items, model)
+        backend = cast(StreamBackend, model.backend)
+        flight.running = backend.start(inputs, partial(self._ended, flight))
+        with self._cv:
+            self._flights.append(flight)
+
+    def _ended(self, flight: Flight) -> None:
+        """A stream finished `flight` (called on the runtime's thread): wake the thread."""
+        with self._cv:
+            flight.ended = True
+            self._cv.notify()
+
+    def _land(self, flight: Flight) -> None:
+        """Answer a batch that ended on its stream."""
+        try:
+            outputs = flight.running.result()
+            results = self._answers(flight.items, flight.model, outputs, flight.began)
+        except Exception as exc:
+            results = self._failed(flight.items, exc)
+        finally:
+            with self._cv:
+                self._running -= len(flight.items)
+        post(flight.items[0].loop, results)
+
+    def _answers(
+        self,
+        items: list[QueuedImage],
+        model: LoadedModel,
+        outputs: tuple[np.ndarray, np.ndarray | None],
+        began: float,
+    ) -> list[Answer]:
+        """Count a finished batch (the cost per image, the forward's duration) and pair each
+        image's outputs with its future."""
+        took = time.perf_counter() - began
+        self.cost.learn(min(i.enqueued for i in items), len(items))
+        self.metrics.model_duration.labels(items[0].slot.name).observe(took)
+        logits, embeddings = outputs
+        probs = softmax(logits)
         return [
             (
                 item.future,
@@ -403,3 +451,8 @@ class InferenceWorker:
             )
             for n, item in enumerate(items)
         ]
+
+    def _failed(self, items: list[QueuedImage], exc: Exception) -> list[Answer]:
+        log.error("inference of %d image(s) on %s failed: %s", len(items), items[0].slot.name, exc)
+        error = InferenceError(f"inference failed: {exc}")
+        return [(i.future, None, error) for i in items]

@@ -90,6 +90,7 @@ class LoadedModel:
             "runtime": {
                 "requested": {"backend": self.options.backend, "precision": self.options.precision},
                 "threads": self.options.threads,
+                "streams": self.backend.streams,
                 "int8": {k: card.export["int8"].get(k) for k in ("servable", "reason")}
                 if isinstance(card.export.get("int8"), dict)
                 else None,

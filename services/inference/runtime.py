@@ -39,6 +39,7 @@ class RuntimeOptions:
     precision: str = "auto"
     device: str = "cpu"
     threads: int = 1
+    streams: int = 1
     spinning: bool = False
     autotune_s: float = 3.0
 
@@ -49,6 +50,7 @@ class RuntimeOptions:
             precision=settings.precision,
             device=settings.device,
             threads=settings.threads or available_cpus(),
+            streams=settings.streams,
             spinning=settings.intra_op_spinning,
             autotune_s=settings.autotune_seconds,
         )
@@ -100,7 +102,13 @@ def open_candidates(
         try:
             opened.append(
                 load_backend(
-                    backend, folder, options.device, options.threads, options.spinning, precision
+                    backend,
+                    folder,
+                    options.device,
+                    options.threads,
+                    options.spinning,
+                    precision,
+                    options.streams,
                 )
             )
         except ModelError as exc:

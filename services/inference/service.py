@@ -18,13 +18,14 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from services.inference.admission import LoopLag, claim
-from services.inference.batching import InferenceWorker, Prediction
+from services.inference.batching import InferenceWorker
 from services.inference.embeddings import EmbeddingWindows
 from services.inference.errors import ModelNotFoundError, UnavailableError
 from services.inference.images import Prepared, pixel_count, prepare_many
 from services.inference.metrics import CANARY, PRODUCTION, Metrics
 from services.inference.model import LoadedModel, ModelSlot
 from services.inference.predlog import PredictionLog
+from services.inference.queued import Prediction
 from services.inference.reload import Loader, thaw_heap
 from services.inference.settings import Settings
 from services.inference.source import ModelSource

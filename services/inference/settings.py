@@ -91,6 +91,15 @@ class Settings(BaseSettings):
         description="Intra-op threads; 0 = the CPUs the container may use (cgroup CPU quota, "
         "capped by the CPU affinity), not the host's core count.",
     )
+    streams: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="OpenVINO: batches in flight at once while the queue is deep, each on its "
+        "share of the threads, so a thread preempted by request handling stalls only its own "
+        "batch. 0 = as many as OpenVINO's throughput hint picks for the threads; 1 = one batch "
+        "at a time. A lone request always gets every thread.",
+    )
     intra_op_spinning: bool = Field(
         default=False,
         description="Let onnxruntime threads spin-wait between forwards (its own default). Off "

@@ -28,10 +28,11 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from services.inference.batching import InferenceWorker, Prediction
+from services.inference.batching import InferenceWorker
 from services.inference.images import Prepared, prepare_many
 from services.inference.metrics import CANARY, PRODUCTION, Metrics
 from services.inference.model import LoadedModel, ModelSlot
+from services.inference.queued import Prediction
 from services.inference.settings import Settings
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ from services.inference.batching import ANSWER_SHARE, InferenceWorker
 from services.inference.errors import UnavailableError
 from services.inference.metrics import Metrics
 from services.inference.model import ModelSlot, load_version
+from services.inference.queued import QueuedImage, judge
 from services.inference.runtime import RuntimeOptions
 from services.inference.source import ModelSource
 from tests.services.inference_helpers import metric_value
@@ -168,6 +169,33 @@ def test_an_image_that_would_be_answered_past_its_deadline_is_refused_not_served
     assert InferenceWorker(metrics).deadline(10.0) == float("inf")  # no budget, no deadline
 
 
+def test_a_batch_too_big_for_the_deadline_runs_what_fits_and_keeps_the_rest(
+    slot: ModelSlot,
+) -> None:
+    metrics = Metrics()
+    worker = InferenceWorker(metrics, max_batch=8, max_wait_s=0.0, budget_s=0.2)
+    worker.start()
+    arrays = _inputs(slot, 8)
+
+    async def scenario() -> list:
+        worker.admit(slot, len(arrays))  # admitted while the cost was unknown
+        # Now 30 ms per image and 20 ms for the answer: five or six fit in the budget, not eight.
+        worker.image_cost_s = 0.03
+        return await worker.submit(slot, arrays, deadline=worker.deadline(time.monotonic()))
+
+    try:
+        predictions = asyncio.run(scenario())
+    finally:
+        worker.close(10)
+    assert len(predictions) == 8
+    text = _text(metrics)
+    assert metric_value(text, "slipway_inference_rejected_total", reason="late") == 0
+    assert metric_value(text, "slipway_inference_batch_size_count", model="tiny") == 2
+    assert metric_value(text, "slipway_inference_batch_size_sum", model="tiny") == 8
+    assert metric_value(text, "slipway_inference_batch_size_bucket", model="tiny", le="4.0") == 1
+    assert worker.pending == 0 and worker._running == 0
+
+
 def test_held_room_counts_in_the_wait_and_becomes_the_reservation(slot: ModelSlot) -> None:
     metrics = Metrics()
     worker = InferenceWorker(metrics, budget_s=0.1)
@@ -192,3 +220,24 @@ def test_a_draining_worker_holds_nothing_and_leaves_the_refusal_to_admit(slot: M
     with pytest.raises(UnavailableError) as refused:
         worker.admit(slot, 1)
     assert refused.value.reason == "draining"
+
+
+def test_judge_takes_the_oldest_images_that_fit_and_refuses_only_the_hopeless(
+    slot: ModelSlot,
+) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        now = time.monotonic()
+        array = _inputs(slot, 1)[0]
+        hopeless = QueuedImage(slot, array, loop, deadline=now + 0.01)
+        fits = [QueuedImage(slot, array, loop, deadline=now + 0.1) for _ in range(5)]
+        expired = QueuedImage(slot, array, loop, deadline=now + 1.0)
+        expired.enqueued = now - 60
+        # 20 ms per image, 10 ms for the way back: four of the five fit in 100 ms.
+        judged = judge([hopeless, *fits, expired], now, 0.02, 0.01, timeout_s=30)
+        assert judged.late == [hopeless] and judged.expired == [expired]
+        assert judged.run == fits[:4] and judged.back == fits[4:]
+        everything = judge(fits, now, 0.02, 0.01, timeout_s=30, deadlines=False)
+        assert everything.run == fits and not everything.back
+    finally:
+        loop.close()
