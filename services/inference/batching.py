@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 # Every wait counts this share of the budget for the answer's way back (the loop, the socket,
 # the client), which the server cannot time.
 ANSWER_SHARE = 0.10
+# Batches run on one stream at a time while the event loop is later than this.
+STREAMS_MAX_LAG_S = 0.010
 
 
 class InferenceWorker:
@@ -259,9 +261,15 @@ class InferenceWorker:
                 return partial(self._land, flight)
         if self._calls:
             return None if self._flights else partial(self._run_call, *self._calls.popleft())
-        if self._items and len(self._flights) < streams_of(self._items[0].slot):
+        if self._items and len(self._flights) < self._streams(self._items[0].slot):
             return self._collect()
         return None
+
+    def _streams(self, slot: ModelSlot) -> int:
+        """Batches the slot may have in flight now: its backend's streams while the event loop
+        keeps up, one when it falls behind. Streams keep every core on the model, and under
+        overload the loop then lacks the CPU to read requests and refuse the excess."""
+        return streams_of(slot) if self.loop_lag_s <= STREAMS_MAX_LAG_S else 1
 
     def _collect(self) -> Callable[[], None]:
         """Gather one batch of the oldest item's model; called with the lock held.
@@ -271,7 +279,7 @@ class InferenceWorker:
         runs on a stream when other work is in flight or waiting, else on every thread.
         """
         first = self._items.popleft()
-        streams = streams_of(first.slot)
+        streams = self._streams(first.slot)
         free = streams - len(self._flights)
         cap = min(self.max_batch, math.ceil((1 + len(self._items) + self._reserved) / free))
         batch = [first]

@@ -92,13 +92,13 @@ class Settings(BaseSettings):
         "capped by the CPU affinity), not the host's core count.",
     )
     streams: int = Field(
-        default=0,
+        default=1,
         ge=0,
         le=64,
-        description="OpenVINO: batches in flight at once while the queue is deep, each on its "
-        "share of the threads, so a thread preempted by request handling stalls only its own "
-        "batch. 0 = as many as OpenVINO's throughput hint picks for the threads; 1 = one batch "
-        "at a time. A lone request always gets every thread.",
+        description="OpenVINO: batches in flight at once while the queue is deep and the event "
+        "loop keeps up, each on its share of the threads. 1 = one batch at a time on every "
+        "thread (measured best on 2 cores); 0 = as many as OpenVINO's throughput hint picks. A "
+        "lone request always gets every thread.",
     )
     intra_op_spinning: bool = Field(
         default=False,

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from services.inference.backends import OpenVinoBackend, Running
-from services.inference.batching import InferenceWorker
+from services.inference.batching import STREAMS_MAX_LAG_S, InferenceWorker
 from services.inference.metrics import Metrics
 from services.inference.model import ModelSlot, load_version
 from services.inference.runtime import RuntimeOptions
@@ -138,3 +138,12 @@ def test_a_batch_that_fails_on_its_stream_fails_alone(slot: ModelSlot) -> None:
     assert all("stream refused the batch" in str(e) for e in failed)
     assert all(r.logits.shape == (len(slot.current.classes),) for r in results[2:])
     assert worker._running == 0 and not worker._flights
+
+
+def test_while_the_event_loop_is_late_one_batch_runs_at_a_time(slot: ModelSlot) -> None:
+    worker = InferenceWorker(Metrics(), max_batch=16, max_wait_s=0.0)
+    worker.loop_lag_s = 10 * STREAMS_MAX_LAG_S  # as LoopLag reports an overloaded loop
+    predictions = _predict(worker, slot, _inputs(slot, 16))
+    backend = slot.current.backend
+    assert backend.started == [] and backend.whole == [16]
+    assert len(predictions) == 16
