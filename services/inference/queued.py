@@ -18,7 +18,7 @@ from services.inference.model import LoadedModel, ModelSlot
 log = logging.getLogger(__name__)
 
 # An image's future, and its result or error.
-Answer = tuple["asyncio.Future[Any]", Any, BaseException | None]
+Answer = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 @dataclass
