@@ -275,8 +275,10 @@ class InferenceWorker:
         """Gather one batch of the oldest item's model; called with the lock held.
 
         With streams free, the images queued or on their way are shared out between them. A
-        batch waits for company (up to `max_wait`) only when nothing else is in flight. It
-        runs on a stream when other work is in flight or waiting, else on every thread.
+        batch waits for company (up to `max_wait`) while images are on their way, also with
+        batches in flight: one image alone on a stream's share of the threads is the least
+        efficient forward there is. It runs on a stream when other work is in flight or
+        waiting, else on every thread.
         """
         first = self._items.popleft()
         streams = self._streams(first.slot)
@@ -286,7 +288,7 @@ class InferenceWorker:
         deadline = first.enqueued + self.max_wait_s
         while True:
             self._take_same(first.slot, batch, cap)
-            if len(batch) >= cap or self._reserved <= 0 or self._flights:
+            if len(batch) >= cap or self._reserved <= 0:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
