@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,14 +91,13 @@ class Settings(BaseSettings):
         description="Intra-op threads; 0 = the CPUs the container may use (cgroup CPU quota, "
         "capped by the CPU affinity), not the host's core count.",
     )
-    streams: int = Field(
-        default=1,
-        ge=0,
-        le=64,
+    streams: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field(
+        default="auto",
         description="OpenVINO: batches in flight at once while the queue is deep and the event "
-        "loop keeps up, each on its share of the threads. 1 = one batch at a time on every "
-        "thread (measured best on 2 cores); 0 = as many as OpenVINO's throughput hint picks. A "
-        "lone request always gets every thread.",
+        "loop keeps up, each on its share of the threads. auto = as many as OpenVINO's "
+        "throughput hint picks for FP32 models, one batch at a time for INT8 (measured on 2 "
+        "cores: FP32 serves more with streams, INT8 less); 0 = the hint's number for both; "
+        "1 = one batch at a time on every thread. A lone request always gets every thread.",
     )
     intra_op_spinning: bool = Field(
         default=False,

@@ -17,7 +17,7 @@ from services.inference.backends import OpenVinoBackend, Running
 from services.inference.batching import STREAMS_MAX_LAG_S, InferenceWorker
 from services.inference.metrics import Metrics
 from services.inference.model import ModelSlot, load_version
-from services.inference.runtime import RuntimeOptions
+from services.inference.runtime import RuntimeOptions, streams_for
 from services.inference.source import ModelSource
 from tests.services.inference_helpers import metric_value
 
@@ -147,3 +147,9 @@ def test_while_the_event_loop_is_late_one_batch_runs_at_a_time(slot: ModelSlot) 
     backend = slot.current.backend
     assert backend.started == [] and backend.whole == [16]
     assert len(predictions) == 16
+
+
+def test_auto_streams_serve_fp32_on_streams_and_int8_one_batch_at_a_time() -> None:
+    assert streams_for("auto", "fp32") == 0  # the throughput hint's number
+    assert streams_for("auto", "int8") == 1
+    assert streams_for(3, "int8") == 3 and streams_for(1, "fp32") == 1
