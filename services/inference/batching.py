@@ -30,9 +30,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from services.inference.backends import StreamBackend, softmax
+from services.inference.backends import StreamBackend
 from services.inference.cost import ImageCost
-from services.inference.errors import InferenceError, UnavailableError
+from services.inference.errors import UnavailableError
 from services.inference.faults import Fault
 from services.inference.metrics import Metrics
 from services.inference.model import LoadedModel, ModelSlot
@@ -41,8 +41,11 @@ from services.inference.queued import (
     Flight,
     Prediction,
     QueuedImage,
+    answers,
+    failed,
     judge,
     post,
+    refusals,
     streams_of,
 )
 
@@ -357,21 +360,11 @@ class InferenceWorker:
             deadlines=self.fault.current(name) != "slow",
         )
         back += judged.back
-        results: list[Answer] = []
-        for item in judged.expired:
-            self.metrics.rejected.labels(name, "timeout").inc()
-            error = UnavailableError("timed out in the queue; overloaded", "timeout")
-            results.append((item.future, None, error))
-        for item in judged.late:
-            self.metrics.rejected.labels(name, "late").inc()
-            error = UnavailableError(
-                f"overloaded: no answer possible within the budget of "
-                f"{self.budget_s * 1000:.0f} ms",
-                reason="late",
-                retry_after=1,
-            )
-            results.append((item.future, None, error))
-        return judged.run, results
+        if judged.expired:
+            self.metrics.rejected.labels(name, "timeout").inc(len(judged.expired))
+        if judged.late:
+            self.metrics.rejected.labels(name, "late").inc(len(judged.late))
+        return judged.run, refusals(judged, self.budget_s)
 
     def _forward(self, items: list[QueuedImage], streamed: bool) -> tuple[list[Any], int]:
         """Run `items` now, or start them on a stream; (the answers ready now, images left in
@@ -410,7 +403,7 @@ class InferenceWorker:
                 outputs = model.backend.forward(inputs), None
             return self._answers(items, model, outputs, began), 0
         except Exception as exc:
-            return self._failed(items, exc), 0
+            return failed(items, exc), 0
 
     def _start(self, items: list[QueuedImage], model: LoadedModel, inputs: np.ndarray) -> None:
         flight = Flight(items, model)
@@ -431,7 +424,7 @@ class InferenceWorker:
             outputs = flight.running.result()
             results = self._answers(flight.items, flight.model, outputs, flight.began)
         except Exception as exc:
-            results = self._failed(flight.items, exc)
+            results = failed(flight.items, exc)
         finally:
             with self._cv:
                 self._running -= len(flight.items)
@@ -449,20 +442,4 @@ class InferenceWorker:
         took = time.perf_counter() - began
         self.cost.learn(min(i.enqueued for i in items), len(items))
         self.metrics.model_duration.labels(items[0].slot.name).observe(took)
-        logits, embeddings = outputs
-        probs = softmax(logits)
-        return [
-            (
-                item.future,
-                Prediction(
-                    logits[n], probs[n], model, None if embeddings is None else embeddings[n]
-                ),
-                None,
-            )
-            for n, item in enumerate(items)
-        ]
-
-    def _failed(self, items: list[QueuedImage], exc: Exception) -> list[Answer]:
-        log.error("inference of %d image(s) on %s failed: %s", len(items), items[0].slot.name, exc)
-        error = InferenceError(f"inference failed: {exc}")
-        return [(i.future, None, error) for i in items]
+        return answers(items, model, outputs)

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from services.inference.backends import Running
+from services.inference.backends import Running, softmax
+from services.inference.errors import InferenceError, UnavailableError
 from services.inference.model import LoadedModel, ModelSlot
 
 log = logging.getLogger(__name__)
@@ -130,3 +131,41 @@ def judge(
         else:
             judged.late.append(item)
     return judged
+
+
+def refusals(judged: Judged, budget_s: float) -> list[Answer]:
+    """The 503s of a judged batch: images queued past the request timeout, and images that
+    could not be answered within the budget even alone."""
+    expired = UnavailableError("timed out in the queue; overloaded", "timeout")
+    late = UnavailableError(
+        f"overloaded: no answer possible within the budget of {budget_s * 1000:.0f} ms",
+        reason="late",
+        retry_after=1,
+    )
+    return [(i.future, None, expired) for i in judged.expired] + [
+        (i.future, None, late) for i in judged.late
+    ]
+
+
+def answers(
+    items: list[QueuedImage], model: LoadedModel, outputs: tuple[np.ndarray, np.ndarray | None]
+) -> list[Answer]:
+    """Each image's prediction from a batch's (logits, embedding or None), paired with its
+    future."""
+    logits, embeddings = outputs
+    probs = softmax(logits)
+    return [
+        (
+            item.future,
+            Prediction(logits[n], probs[n], model, None if embeddings is None else embeddings[n]),
+            None,
+        )
+        for n, item in enumerate(items)
+    ]
+
+
+def failed(items: list[QueuedImage], exc: Exception) -> list[Answer]:
+    """A 500 for every image of a batch whose forward failed, logged once."""
+    log.error("inference of %d image(s) on %s failed: %s", len(items), items[0].slot.name, exc)
+    error = InferenceError(f"inference failed: {exc}")
+    return [(i.future, None, error) for i in items]
