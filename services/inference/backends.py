@@ -191,12 +191,14 @@ class OpenVinoBackend:
         self._outputs = _output_names(self.compiled)
         self.streams = 1
         self._idle: list[Any] = []  # the streams' requests not running a batch
-        if streamed is not None:
-            self.streams = int(streamed.get_property("NUM_STREAMS"))
-            self._idle = [streamed.create_infer_request() for _ in range(self.streams)]
+        count = int(streamed.get_property("NUM_STREAMS")) if streamed is not None else 1
+        if count > 1:  # the hint may pick one stream (one thread): then the latency one does
+            self.streams = count
+            self._idle = [streamed.create_infer_request() for _ in range(count)]
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        return self.infer(batch)[0]
+        self.request.infer({INPUT_NAME: batch}, share_inputs=True)
+        return _read(self.request, self._outputs[:1])[0]
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         self.request.infer({INPUT_NAME: batch}, share_inputs=True)
