@@ -45,6 +45,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import serving_limits  # noqa: E402
 from serving_limits import (  # noqa: E402
     RUNTIMES,
+    host_share,
+    host_ticks,
     make_image,
     make_model,
     pooled_forwards,
@@ -238,6 +240,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     image_path.write_bytes(make_image(args.image_size))
     levels = [int(c) for c in args.concurrency.split(",")]
     runs: dict[str, list[dict]] = {}
+    host: list[dict[str, float]] = []
     with contextlib.ExitStack() as stack:
         urls, servers = {}, {}
         fp32 = {"precision": "fp32"}  # the fastest FP32 backend, measured at load
@@ -295,17 +298,19 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     )  # fmt: skip
             if round_no % 2:  # A-B then B-A: a steady drift of the host's speed cancels out
                 scenarios.reverse()
+            ticks = host_ticks()
             for name, run in scenarios:
                 result = run()
                 runs.setdefault(name, []).append(result)
                 print(f"  {name:<28} {result['req_s']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms",
                       flush=True)  # fmt: skip
+            host.append(host_share(ticks))
     results = {name: _merge(r) for name, r in runs.items()}
     results.update(overload(args, model_dir, image_path, work, results))
     by_round = [{name: r[i] for name, r in runs.items()} for i in range(args.rounds)]
     return {
         "config": vars(args), "auto_choice": chosen, "fp32_choice": fp32_choice,
-        "results": results, "rounds": by_round,
+        "results": results, "rounds": by_round, "host": host,
     }  # fmt: skip
 
 
@@ -409,6 +414,12 @@ def report(data: dict[str, Any]) -> str:
         f" pinned to onnxruntime: {ort_fp32 / max(lim['fp32'], 1e-9):.2f}, "
         f"{ort_fp32 / max(ort_limit, 1e-9):.2f} x its own b={cfg['best_batch']}",
     ]
+    shares = [h for h in data.get("host", []) if h]
+    if shares:
+        lines.append(
+            "  host CPU per round: "
+            + ", ".join(f"idle {h['idle']:.0%} steal {h['steal']:.1%}" for h in shares)
+        )
     budget_ms = 0.8 * 500  # the service's default: 80 % of latency_slo_ms
     for name, over in results.items():
         if not name.startswith("overload"):

@@ -22,6 +22,30 @@ SPINNING = False  # onnxruntime intra-op spin-waiting (the service's default); -
 RUNTIMES = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
             ("openvino", "int8"))  # fmt: skip
 
+# Host -----------------------------------------------------------------------------------------
+
+
+def host_ticks() -> tuple[int, int, int] | None:
+    """The host's CPU ticks so far (all, idle + iowait, steal) from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields[:8]), fields[3] + fields[4], steal
+
+
+def host_share(before: tuple[int, int, int] | None) -> dict[str, float]:
+    """The share of the host's CPU time since `before` that was idle and that the hypervisor
+    took (steal): a run on a busy host shows it here, not only in slower rows."""
+    after = host_ticks()
+    if before is None or after is None or after[0] <= before[0]:
+        return {}
+    total = after[0] - before[0]
+    return {"idle": (after[1] - before[1]) / total, "steal": (after[2] - before[2]) / total}
+
+
 # Model and image ----------------------------------------------------------------------------
 
 
