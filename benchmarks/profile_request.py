@@ -5,6 +5,10 @@ sends requests for `--seconds` from `--concurrency` closed-loop clients of `slip
 (multipart, then raw-body), and splits the CPU seconds per request:
 
   server total    the service process's `process_cpu_seconds_total` delta / requests
+  loop thread     the CPU of the event loop's thread alone (/proc/PID/task): HTTP, routing,
+                  multipart, decode + preprocessing of small uploads, the answer's JSON;
+                  measured, where model, decode and multipart are timed in process
+  other threads   server total - loop thread: the batcher's thread and the runtime's threads
   model           process CPU per image of the runtime `auto` chose, at the mean batch size
                   the service formed (`slipway_inference_batch_size`), timed in process
   decode+prep     `services.inference.images.prepare` of the same image, timed in process
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import re
 import resource
 import sys
@@ -54,6 +60,19 @@ def _scrape(url: str) -> tuple[float, float, float, float]:
             if 'code="2xx"' in labels and 'route="/v1/predict"' in labels
         ),
     )
+
+
+def _thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of process `pid` so far (Linux /proc; empty elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
 
 
 def _per_call_ms(fn, repeats: int = 300) -> float:
@@ -123,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="slipway-profile-") as tmp:
         rows = profile(args, Path(tmp))
-    print(f"{'route':<10}{'req/s':>8}{'server':>8}{'model':>8}{'decode':>8}{'multip':>8}"
+    print(f"{'route':<10}{'req/s':>8}{'server':>8}{'loop':>8}{'others':>8}{'model':>8}{'decode':>8}{'multip':>8}"
           f"{'rest':>8}{'client':>8}   (CPU ms per request)")  # fmt: skip
     for kind, req_s, *ms in rows:
         print(f"{kind:<10}{req_s:8.1f}" + "".join(f"{v:8.2f}" for v in ms))
@@ -140,12 +159,14 @@ def profile(args: argparse.Namespace, work: Path) -> list[tuple]:
     with serve("service", model_dir, args.threads, work / "service.log", **pinned) as server:
         for kind in ("multipart", "raw"):
             cpu0, images0, batches0, count0 = _scrape(server.url)
+            loop0 = _thread_cpu_s(server.proc.pid).get(server.proc.pid, 0.0)
             child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             out = run_loadgen(
                 server.url, image_path, "closed", args.concurrency, args.seconds, kind
             )
             child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu1, images1, batches1, count1 = _scrape(server.url)
+            loop_s = _thread_cpu_s(server.proc.pid).get(server.proc.pid, 0.0) - loop0
             n = max(count1 - count0, 1)
             server_ms = (cpu1 - cpu0) * 1000 / n
             batch = max(1, round((images1 - images0) / max(batches1 - batches0, 1)))
@@ -156,7 +177,21 @@ def profile(args: argparse.Namespace, work: Path) -> list[tuple]:
             decode = local["decode_prep_ms"]
             parsing = local["multipart_ms"] if kind == "multipart" else 0.0
             rest = server_ms - model_ms - decode - parsing
-            rows.append((kind, out["req_s"], server_ms, model_ms, decode, parsing, rest, client_ms))
+            loop_ms = loop_s * 1000 / n
+            rows.append(
+                (
+                    kind,
+                    out["req_s"],
+                    server_ms,
+                    loop_ms,
+                    server_ms - loop_ms,
+                    model_ms,
+                    decode,
+                    parsing,
+                    rest,
+                    client_ms,
+                )
+            )
     return rows
 
 

@@ -53,6 +53,11 @@ class QueueRoom:
         """Images queued or reserved (being decoded)."""
         return len(self._items) + self._reserved
 
+    @property
+    def busy(self) -> bool:
+        """Images queued, reserved or running (read without the lock: a hint, not a count)."""
+        return self.pending > 0 or self._running > 0
+
     def expected_wait_s(self, count: int = 1) -> float:
         """Seconds until `count` more images would be answered: the event loop's delay, the
         queue ahead and these images at the recent cost per image, and the answer's way back

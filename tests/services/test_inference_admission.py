@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from services.inference.admission import LAG_SAMPLES, AdmissionMiddleware, LoopLag
+from services.inference.admission import (
+    LAG_IDLE_INTERVAL_S,
+    LAG_INTERVAL_S,
+    LAG_SAMPLES,
+    AdmissionMiddleware,
+    LoopLag,
+)
 from services.inference.batching import ANSWER_SHARE, InferenceWorker
 from services.inference.metrics import Metrics
 from services.inference.middleware import ObservabilityMiddleware
@@ -114,7 +120,7 @@ def test_a_loop_that_stays_behind_counts_in_the_expected_wait_one_slow_call_does
     seen: dict[str, float] = {}
 
     async def scenario() -> None:
-        lag = LoopLag(worker, interval_s=0.005)
+        lag = LoopLag(worker, interval_s=0.005, idle_interval_s=0.005)
         lag.start()
         await asyncio.sleep(0.06)
         time.sleep(0.3)  # one slow call on the loop
@@ -133,6 +139,17 @@ def test_a_loop_that_stays_behind_counts_in_the_expected_wait_one_slow_call_does
     assert worker.expected_wait_s(1) == reserve  # lag reset when stopped; no cost learned yet
     worker.loop_lag_s = 0.15
     assert worker.expected_wait_s(1) == pytest.approx(0.15 + reserve)
+
+
+def test_the_loop_is_sampled_often_only_while_there_is_work() -> None:
+    worker = InferenceWorker(Metrics(), budget_s=0.1)
+    lag = LoopLag(worker)
+    assert not worker.busy and lag.next_interval_s() == LAG_IDLE_INTERVAL_S
+    held, _ = worker.hold()  # a request's headers arrived
+    assert held == 1 and worker.busy and lag.next_interval_s() == LAG_INTERVAL_S
+    worker.release(held)
+    assert not worker.busy and lag.next_interval_s() == LAG_IDLE_INTERVAL_S
+    assert LAG_IDLE_INTERVAL_S > LAG_INTERVAL_S
 
 
 def test_admitted_requests_hold_room_so_requests_arriving_together_are_not_all_let_in() -> None:
