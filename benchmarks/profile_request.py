@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import re
 import resource
@@ -62,17 +61,15 @@ def _scrape(url: str) -> tuple[float, float, float, float]:
     )
 
 
-def _thread_cpu_s(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of process `pid` so far (Linux /proc; empty elsewhere)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out = {}
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
-    return out
+def _loop_cpu_s(pid: int) -> float:
+    """CPU seconds so far of process `pid`'s main thread, the one the event loop runs on
+    (Linux /proc; 0 elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _per_call_ms(fn, repeats: int = 300) -> float:
@@ -159,14 +156,14 @@ def profile(args: argparse.Namespace, work: Path) -> list[tuple]:
     with serve("service", model_dir, args.threads, work / "service.log", **pinned) as server:
         for kind in ("multipart", "raw"):
             cpu0, images0, batches0, count0 = _scrape(server.url)
-            loop0 = _thread_cpu_s(server.proc.pid).get(server.proc.pid, 0.0)
+            loop0 = _loop_cpu_s(server.proc.pid)
             child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             out = run_loadgen(
                 server.url, image_path, "closed", args.concurrency, args.seconds, kind
             )
             child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu1, images1, batches1, count1 = _scrape(server.url)
-            loop_s = _thread_cpu_s(server.proc.pid).get(server.proc.pid, 0.0) - loop0
+            loop_s = _loop_cpu_s(server.proc.pid) - loop0
             n = max(count1 - count0, 1)
             server_ms = (cpu1 - cpu0) * 1000 / n
             batch = max(1, round((images1 - images0) / max(batches1 - batches0, 1)))
